@@ -1,0 +1,42 @@
+# The README's two commands: `make run` (service on the seed corpus) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install install-test system-deps index run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-test: $(BIN)/python system-deps
+	$(BIN)/pip install -q -e '.[test,milvus]'
+
+# Debian's chromium drives the widget tests (Playwright never downloads a browser here).
+system-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+# Builds the index from seeds/ if missing; re-running only embeds new or changed articles.
+index: install
+	$(BIN)/rag index
+
+run: index
+	$(BIN)/rag serve --host $(HOST) --port $(PORT)
+
+test: install-test
+	$(BIN)/ruff check rag index api tests benchmarks
+	$(BIN)/python -m pytest -q
+
+bench: install-test
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) index/data tests/artifacts

@@ -1,0 +1,118 @@
+"""Expected answer types of Chinese questions and the spans in a sentence that fit them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from rag.text import normalize_width
+
+
+class AnswerType(str, Enum):
+    NUMBER = "number"
+    DATE = "date"
+    PERSON = "person"
+    PLACE = "place"
+    OTHER = "other"
+
+
+# Order matters: the first pattern found in the question decides.
+_TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
+    (AnswerType.DATE, re.compile(r"什么时候|何时|哪一?年|哪个月|哪一?天|几月|几号|什么时间|哪个时间|多少年")),
+    (AnswerType.NUMBER, re.compile(r"多少|几[个名位人户期次家项座条种岁年万亿千百]?|多大|多高|多长|多重|多远|多久|比例|百分之")),
+    (AnswerType.PERSON, re.compile(r"谁|叫什么名字|名字是|哪位|什么人|姓名")),
+    (AnswerType.PLACE, re.compile(r"哪里|哪儿|何地|何处|哪个(?:县|市|村|镇|乡|区|省|国家|地区|城市|地方)|什么地方|在哪")),
+]
+WH_WORDS = re.compile(r"多少|几|什么时候|何时|哪一年|哪年|谁|叫什么名字|什么|哪里|哪儿|哪个|哪些|哪位|哪|何|怎样|如何|怎么")
+
+UNITS = "个名人户期次家项村所元万元亿元公里千米米平方米亩吨岁天年月日小时分钟届批条支座件场项目户次人次倍%‰"
+_NUMBER_RE = re.compile(
+    r"(?:\d+(?:[.,]\d+)*|[一二三四五六七八九十百千两]+)(?:万|亿|千|百)?(?:余|多)?"
+    r"(?:人次|万元|亿元|平方米|公里|千米|小时|分钟|[个名人户期次家项村所元米亩吨岁天届批条支座件场倍%‰])?"
+)
+_DATE_RE = re.compile(r"\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日|\d{1,2}月(?:份|上旬|中旬|下旬)?|[上下本今去明]年")
+_PLACE_SUFFIX = re.compile(r"[\u4e00-\u9fff]{1,8}?(?:省|自治区|市|地区|县|区|镇|乡|村|社区|街道)")
+_ROLE_BEFORE_NAME = re.compile(r"(?:书记|主任|党员|记者|委员|局长|县长|市长|乡长|镇长|村长|队长|小哥|骑手|负责人|驾驶员|老师|同志)")
+
+
+def question_type(question: str) -> AnswerType:
+    q = normalize_width(question)
+    for answer_type, cue in _TYPE_CUES:
+        if cue.search(q):
+            return answer_type
+    return AnswerType.OTHER
+
+
+def question_unit(question: str) -> str | None:
+    """The measure word asked for: 多少名 → 名, 几个 → 个."""
+    match = re.search(rf"(?:多少|几)([{UNITS}])", question)
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    text: str
+
+
+def number_spans(sentence: str) -> list[Span]:
+    """Quantities; a bare year (2023年) is a date, not an answer to 多少."""
+    spans = []
+    for m in _NUMBER_RE.finditer(sentence):
+        is_year = sentence[m.end() : m.end() + 1] == "年" and re.fullmatch(r"\d{4}", m.group())
+        if not is_year and (any(c.isdigit() for c in m.group()) or len(m.group()) > 1):
+            spans.append(Span(m.start(), m.end(), m.group()))
+    return spans
+
+
+def date_spans(sentence: str) -> list[Span]:
+    return [Span(m.start(), m.end(), m.group()) for m in _DATE_RE.finditer(sentence)]
+
+
+def person_spans(sentence: str) -> list[Span]:
+    """Person names: jieba's nr tags, plus 2-3 characters right after a role word
+    (党支部书记蒋雄), which jieba often misses for Tibetan names."""
+    import jieba.posseg as pseg
+
+    spans: list[Span] = []
+    pos = 0
+    for pair in pseg.lcut(sentence):
+        if pair.flag.startswith("nr") and len(pair.word) >= 2:
+            spans.append(Span(pos, pos + len(pair.word), pair.word))
+        pos += len(pair.word)
+    for role in _ROLE_BEFORE_NAME.finditer(sentence):
+        tail = re.match(r"[\u4e00-\u9fff]{2,4}", sentence[role.end() :])
+        if tail:
+            name = _trim_name(tail.group())
+            spans.append(Span(role.end(), role.end() + len(name), name))
+    return spans
+
+
+def _trim_name(candidate: str) -> str:
+    # Names end before verbs that usually follow them in news prose.
+    cut = re.search(r"(?:告诉|介绍|说|表示|带领|看着|指出|认为|兴奋|自豪|满怀|深入|在|的|是|和|等)", candidate)
+    return candidate[: cut.start()] if cut and cut.start() >= 2 else candidate
+
+
+def place_spans(sentence: str) -> list[Span]:
+    import jieba.posseg as pseg
+
+    spans: list[Span] = [Span(m.start(), m.end(), m.group()) for m in _PLACE_SUFFIX.finditer(sentence)]
+    pos = 0
+    for pair in pseg.lcut(sentence):
+        if pair.flag == "ns":
+            spans.append(Span(pos, pos + len(pair.word), pair.word))
+        pos += len(pair.word)
+    return spans
+
+
+def typed_spans(sentence: str, answer_type: AnswerType) -> list[Span]:
+    finder = {
+        AnswerType.NUMBER: number_spans,
+        AnswerType.DATE: date_spans,
+        AnswerType.PERSON: person_spans,
+        AnswerType.PLACE: place_spans,
+    }.get(answer_type)
+    return finder(sentence) if finder else []

