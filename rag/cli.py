@@ -34,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove", help="remove one document from every index")
     p.add_argument("doc_id")
 
+    p = sub.add_parser("serve", help="run the HTTP API and the chat widget (builds the index if missing)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+    p = sub.add_parser("eval", help="run a QA benchmark (SQuAD/CMRC JSON or JSONL) and write a report")
+    from rag.eval.cli import configure_parser
+
+    configure_parser(p)
+
     sub.add_parser("docs", help="list indexed documents")
     sub.add_parser("status", help="print the index manifest")
 
@@ -141,7 +150,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    return serve(args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rag.eval.cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "eval": cmd_eval,
     "index": cmd_index,
     "add": cmd_add,
     "remove": cmd_remove,
