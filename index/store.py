@@ -164,7 +164,9 @@ class FaissBm25Store:
         self.tokens = tokens
         self.vectors = vectors
         self.manifest = manifest
-        self.faiss_index = faiss_index if faiss_index is not None else build_faiss(vectors, manifest["index_kind"], manifest["embedder"]["dim"])
+        self.faiss_index = (
+            faiss_index if faiss_index is not None else build_faiss(vectors, manifest["index_kind"], manifest["embedder"]["dim"])
+        )
         self.bm25 = bm25 if bm25 is not None else build_bm25(tokens)
         self._doc_freq = Counter(t for chunk_tokens in tokens for t in set(chunk_tokens))
         self._rows_by_doc: dict[str, list[int]] = {}
@@ -243,7 +245,9 @@ class FaissBm25Store:
         params = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(allowed)
-            params_cls = {"hnsw": faiss.SearchParametersHNSW, "ivf": faiss.SearchParametersIVF}.get(self.manifest["index_kind"], faiss.SearchParameters)
+            params_cls = {"hnsw": faiss.SearchParametersHNSW, "ivf": faiss.SearchParametersIVF}.get(
+                self.manifest["index_kind"], faiss.SearchParameters
+            )
             params = params_cls(sel=selector)
         query = np.asarray(query, dtype=np.float32).reshape(1, -1)
         scores, rows = self.faiss_index.search(query, k, params=params) if params else self.faiss_index.search(query, k)

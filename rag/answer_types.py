@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from rag.text import normalize_width
 
 
-class AnswerType(str, Enum):
+class AnswerType(StrEnum):
     NUMBER = "number"
     DATE = "date"
     PERSON = "person"

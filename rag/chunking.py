@@ -41,6 +41,8 @@ def pack_units(units: list[tuple[int, int]], params: ChunkingParams) -> list[tup
         if last == len(units):
             break
         first = max(last - params.overlap_sentences, first + 1)
+        while first < last and units[last][1] - units[first][0] > params.max_chars:
+            first += 1  # the overlap must leave room for at least one new sentence
     return windows
 
 

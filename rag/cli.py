@@ -138,14 +138,21 @@ def format_answer(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+def service_with_documents(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    service = make_service(args)
+    if not service.store.documents():
+        raise StoreError(f"the index at {service.settings.index_dir} is empty: build it with `rag index`")
+    return service
+
+
 def cmd_search(args: argparse.Namespace) -> int:
-    hits = make_service(args).search(args.question, args.top_k, filters_from(args))
+    hits = service_with_documents(args).search(args.question, args.top_k, filters_from(args))
     print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2) if args.json else format_hits(hits))
     return 0
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    answer = make_service(args).ask(args.question, args.top_k, filters_from(args))
+    answer = service_with_documents(args).ask(args.question, args.top_k, filters_from(args))
     print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
     return 0
 

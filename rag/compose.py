@@ -72,7 +72,7 @@ def dense_scale(cosine: float) -> float:
 class ExtractiveComposer:
     def __init__(
         self,
-        embed_passages: Callable[[list[str]], np.ndarray],
+        embed_passages: Callable[[list[str]], np.ndarray] | None,
         document: Callable[[str], Document | None],
         idf: Callable[[str], float] | None = None,
         refusal_threshold: float = DEFAULT_REFUSAL_THRESHOLD,
@@ -106,14 +106,21 @@ class ExtractiveComposer:
         terms = weighted_query_terms(question, self.idf)
         answer_type = question_type(question)
         unit = question_unit(question)
-        vectors = self.embed_passages([f"{c.hit.chunk.title}\n{c.text}" for c in candidates])
+        vectors = self.sentence_vectors(candidates)
         w = self.weights
         for cand, vector in zip(candidates, vectors, strict=True):
             cand.coverage = coverage(terms, cand.text, cand.hit.chunk.title)
-            cand.dense = dense_scale(float(vector @ query_vector))
+            cand.dense = dense_scale(float(vector @ query_vector)) if vector is not None else dense_scale(cand.hit.dense_score or 0.0)
             cand.type_match = type_match(cand.text, answer_type, unit, question)
             base = w.coverage * cand.coverage + w.dense * cand.dense + w.rank / cand.hit_rank
             cand.score = base * (w.type_floor + (1 - w.type_floor) * cand.type_match)
+
+    def sentence_vectors(self, candidates: list[Candidate]) -> list[np.ndarray | None]:
+        """Sentence embeddings when the composer is set to compute them; otherwise the
+        passage's own dense score stands in (no extra model calls per question)."""
+        if self.embed_passages is None:
+            return [None] * len(candidates)
+        return list(self.embed_passages([f"{c.hit.chunk.title}\n{c.text}" for c in candidates]))
 
     # ------------------------------------------------------------ answer
 
@@ -223,7 +230,7 @@ def generic_spans(question: str, sentence: str) -> list[Span]:
     spans: list[Span] = []
     pos = 0
     run_start: int | None = None
-    for word in words(sentence) + ["。"]:
+    for word in [*words(sentence), "。"]:
         norm = normalize_width(word)
         filler = not re.fullmatch(r"[\W_]+", norm) and norm not in q and norm not in STOPWORDS
         if filler and run_start is None:

@@ -25,3 +25,14 @@ class Settings(BaseSettings):
     fetch_k: int = Field(30, ge=1, le=500, description="candidates fetched per leg before fusion")
     max_question_chars: int = Field(500, ge=10)
     refusal_threshold: float | None = Field(None, description="override the calibrated refusal threshold")
+
+    # Generative answers through an OpenAI-compatible chat-completions server (docs/llm.md).
+    # With llm_base_url unset the extractive composer answers.
+    llm_base_url: str | None = Field(None, description="e.g. http://127.0.0.1:11434/v1 (Ollama); unset: extractive answers")
+    llm_model: str = Field("default", description="model name the server knows (llama.cpp's server ignores it)")
+    llm_api_key: str = Field("not-needed", description="bearer token; local servers accept anything")
+    llm_timeout_s: float = Field(30.0, gt=0, le=600, description="connect/read timeout of one LLM request")
+    llm_max_tokens: int = Field(512, ge=16, le=8192, description="longest answer the LLM may generate")
+    llm_temperature: float = Field(0.1, ge=0, le=2)
+    llm_max_retries: int = Field(1, ge=0, le=5, description="retries on connection errors, timeouts, 429 and 5xx")
+    llm_context_tokens: int = Field(4096, ge=512, le=1_000_000, description="the model's context window (prompt + answer)")

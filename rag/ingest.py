@@ -92,9 +92,7 @@ def looks_like_heading(text: str) -> bool:
     """Short, no clause punctuation, not a quotation: a title or section heading."""
     if len(text) > _TITLE_MAX or text.startswith(("“", '"', "「")):
         return False
-    if any(c in text for c in _CLAUSE_PUNCT) or text[-1] in SENTENCE_END:
-        return False
-    return True
+    return not (any(c in text for c in _CLAUSE_PUNCT) or text[-1] in SENTENCE_END)
 
 
 def is_dangling(p: Paragraph) -> bool:
@@ -156,9 +154,9 @@ def _find_misplaced_block(paragraphs: list[Paragraph], titles: list[int]) -> tup
         if not (is_dangling(p) and stranded):
             continue
         for head in heads:
-            if head != i + 1 and head not in range(_block_start(paragraphs, i), i + 1):
-                if _continues_word(p.raw, paragraphs[head].raw):
-                    return _block_start(paragraphs, i), i + 1, head
+            inside_block = head in range(_block_start(paragraphs, i), i + 2)
+            if not inside_block and _continues_word(p.raw, paragraphs[head].raw):
+                return _block_start(paragraphs, i), i + 1, head
     return None
 
 
@@ -172,9 +170,7 @@ def _block_start(paragraphs: list[Paragraph], end: int) -> int:
 
 def _article_first_body_paragraphs(paragraphs: list[Paragraph]) -> list[int]:
     return [
-        i
-        for i in range(1, len(paragraphs))
-        if paragraphs[i].kind == "body" and paragraphs[i - 1].kind in {"title", "subtitle", "byline"}
+        i for i in range(1, len(paragraphs)) if paragraphs[i].kind == "body" and paragraphs[i - 1].kind in {"title", "subtitle", "byline"}
     ]
 
 
@@ -390,9 +386,7 @@ def document_from_record(record: object, where: str) -> Document:
             raise IngestError(f"{where}: '{name}' must be a string")
     source = extra["source"] or where.rsplit(":", 1)[0]
     key = extra["url"] or f"{source}#{title.strip()}"
-    return Document(
-        title=title.strip(), text=text.strip(), key=key, source=source, date=extra["date"], url=extra["url"]
-    )
+    return Document(title=title.strip(), text=text.strip(), key=key, source=source, date=extra["date"], url=extra["url"])
 
 
 _LOADERS = {

@@ -127,9 +127,11 @@ class Answer:
     sentences: list[AnswerSentence] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     confidence: float = 0.0
+    fallback: str | None = None  # "extractive" when the generative composer gave up
+    fallback_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "question": self.question,
             "answer": self.answer,
             "short_answer": self.short_answer,
@@ -140,3 +142,7 @@ class Answer:
             "passages": [h.to_dict() for h in self.passages],
             "timings_ms": self.timings_ms,
         }
+        if self.fallback is not None:
+            data["fallback"] = self.fallback
+            data["fallback_reason"] = self.fallback_reason
+        return data

@@ -1,13 +1,160 @@
-"""`rag eval` arguments and entry point (placeholder until the harness lands)."""
+"""`rag eval DATASET`: run a QA benchmark in-process or against a running service, write a report.
+
+Imported by `rag --help`, so only argparse is imported at module level.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rag.config import Settings
+    from rag.eval.datasets import Dataset
+    from rag.eval.harness import Answerer
+    from rag.eval.report import Report
+    from rag.service import RagService
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset")
+    parser.add_argument(
+        "dataset", type=Path, help="SQuAD/CMRC 2018 .json, or .jsonl with question, answers[, evidence, doc_id, answerable]"
+    )
+    parser.add_argument("--url", help="evaluate a running service (POST URL/ask) instead of an index in this process")
+    # SUPPRESS: an absent --index here must not overwrite `rag --index DIR eval ...`.
+    parser.add_argument("--index", type=Path, default=argparse.SUPPRESS, help="index directory for in-process runs")
+    parser.add_argument(
+        "--build-index",
+        action="store_true",
+        help="index the dataset's contexts first (SQuAD/CMRC): into --index, or a cache dir under the system temp dir",
+    )
+    parser.add_argument("--limit", type=_positive_int, help="only the first N questions (all contexts are still indexed)")
+    parser.add_argument("--out", type=Path, help="report directory (default: eval-reports/<dataset name>)")
+    parser.add_argument("--top-k", type=_positive_int, help="passages the answer is composed from (default: RAG_TOP_K, 5)")
+    parser.add_argument("--retrieval-k", type=_positive_int, default=10, help="depth of the ranked list for recall@k/MRR/nDCG")
+    parser.add_argument("--compare", type=Path, help="an earlier report.json: print the deltas, worse ones flagged")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ValueError("rag eval is not available yet")
+    from rag.config import Settings
+    from rag.eval.datasets import load_dataset
+    from rag.eval.harness import EvalError, evaluate
+    from rag.eval.report import compare, load_report
+
+    dataset = load_dataset(args.dataset).limited(args.limit)
+    old = load_report(args.compare) if args.compare else None
+    settings = Settings(**({"index_dir": args.index} if getattr(args, "index", None) else {}))
+    top_k = args.top_k or settings.top_k
+    if args.url and args.build_index:
+        raise EvalError("--build-index builds a local index: build it in-process (--index DIR), serve DIR, then pass --url")
+    answerer = http_answerer(args.url) if args.url else local_answerer(dataset, settings, args)
+    try:
+        report = evaluate(dataset, answerer, top_k=top_k, retrieval_k=args.retrieval_k, progress=not args.no_progress)
+    finally:
+        close = getattr(answerer, "close", None)
+        if close:
+            close()
+    out = args.out or Path("eval-reports") / dataset.name
+    written = report.write(out)
+    print_summary(report, written)
+    if old is not None:
+        print()
+        print(f"compared with {args.compare}:")
+        print(compare(old, report.to_dict())[0])
+    return 0
+
+
+def http_answerer(url: str) -> Answerer:
+    from rag.eval.harness import HttpAnswerer
+
+    return HttpAnswerer(url)
+
+
+def local_answerer(dataset: Dataset, settings: Settings, args: argparse.Namespace) -> Answerer:
+    from rag.eval.harness import InProcessAnswerer
+    from rag.service import RagService
+
+    if args.build_index and not getattr(args, "index", None):
+        settings = settings.model_copy(update={"index_dir": default_index_dir(dataset, settings)})
+    service = RagService(settings)
+    if args.build_index:
+        build_index(dataset, service)
+    check_gold_in_index(dataset, service)
+    return InProcessAnswerer(service)
+
+
+def default_index_dir(dataset: Dataset, settings: Settings) -> Path:
+    """A cache dir per corpus and index settings, so a re-run (or `rag serve`) reuses the build."""
+    from rag.types import content_id
+
+    recipe = [settings.embedder, settings.index_kind, str(settings.chunk_chars), str(settings.chunk_overlap)]
+    digest = content_id(*recipe, *sorted(d.doc_id for d in dataset.documents))
+    return Path(tempfile.gettempdir()) / "rag-eval-index" / f"{dataset.name}-{digest[:12]}"
+
+
+def build_index(dataset: Dataset, service: RagService) -> None:
+    from rag.eval.harness import EvalError
+
+    if not dataset.documents:
+        raise EvalError(f"{dataset.path}: --build-index needs a SQuAD/CMRC .json file (its contexts are the documents)")
+    index_dir = service.settings.index_dir
+    wanted = {d.doc_id for d in dataset.documents}
+    present = {d.doc_id for d in service.store.documents()}
+    if present - wanted:
+        extra = len(present - wanted)
+        raise EvalError(f"{index_dir} already holds {extra} documents that are not in {dataset.path.name}: choose an empty --index")
+    if present == wanted:
+        print(f"index {index_dir}: already holds the {len(wanted)} documents", file=sys.stderr)
+        return
+    print(f"indexing {len(wanted - present)} documents of {dataset.path.name} into {index_dir}", file=sys.stderr)
+    service.add_documents(dataset.documents, progress=True)
+
+
+def check_gold_in_index(dataset: Dataset, service: RagService) -> None:
+    """Fail fast when the index cannot hold the answers (e.g. CMRC run without --build-index)."""
+    from rag.eval.harness import EvalError
+    from rag.eval.metrics import answer_contains
+
+    store = service.store
+    index_dir = service.settings.index_dir
+    gold = {doc_id for q in dataset.questions for doc_id in q.gold_doc_ids}
+    if gold:
+        present = {d.doc_id for d in store.documents()}
+        if not gold & present:
+            hint = "; add --build-index" if dataset.documents else ""
+            raise EvalError(f"none of the {len(gold)} gold documents of {dataset.path.name} is in the index {index_dir}{hint}")
+        if gold - present:
+            print(f"warning: {len(gold - present)} of {len(gold)} gold documents are not in {index_dir}", file=sys.stderr)
+    with_evidence = [q for q in dataset.questions if q.evidence and not q.gold_doc_ids]
+    if with_evidence:
+        chunks = [c.text for d in store.documents() for c in store.chunks_of(d.doc_id)]
+        lost = [q.qid for q in with_evidence if not any(answer_contains(text, [q.evidence or ""]) for text in chunks)]
+        if len(lost) == len(with_evidence):
+            raise EvalError(f"no evidence string of {dataset.path.name} occurs in the index {index_dir}: is it the right corpus?")
+        if lost:
+            print(f"warning: the evidence of {', '.join(lost)} occurs in no indexed chunk; retrieval cannot find it", file=sys.stderr)
+
+
+def print_summary(report: Report, written: list[Path]) -> None:
+    from rag.eval.report import fmt, headline
+
+    counts = report.metrics["counts"]
+    print(f"{report.dataset['name']}: {counts['questions']} questions ({report.run['mode']}), {counts['errors']} errors")
+    for name, value in headline(report.metrics):
+        print(f"  {name:<32} {fmt(value)}")
+    print(f"  {'throughput (questions/s)':<32} {fmt(report.metrics['throughput_qps'], 2)}")
+    print("wrote " + ", ".join(str(p) for p in written))

@@ -1,0 +1,54 @@
+"""Settings of the HTTP service: the core settings plus keys, origins, limits.
+
+One class for everything (`RAG_` environment variables): `ApiSettings` extends the core
+`Settings`, so the service built from it sees the same index path, embedder and top_k.
+List values are given comma-separated, e.g. `RAG_API_KEYS=key1,key2`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from rag.config import Settings
+
+KeyList = Annotated[list[str], NoDecode]
+
+
+class ApiSettings(Settings):
+    api_keys: KeyList = Field(default_factory=list, description="bearer keys for reads; empty: reads need no key")
+    admin_keys: KeyList = Field(default_factory=list, description="bearer keys for document writes; empty: writes only from loopback")
+    public_key: str | None = Field(None, description="widget key: ask, stream and feedback only, from public_origins only")
+    public_origins: KeyList = Field(default_factory=list, description="origins the public key works from (default: cors_origins)")
+    cors_origins: KeyList = Field(default_factory=list, description="browser origins allowed to call the API ('*' for any)")
+
+    ip_rate_per_minute: float = Field(120, ge=0, description="sustained requests per minute per client IP; 0 disables")
+    ip_burst: int = Field(30, ge=1, description="requests an IP may make at once before the rate applies")
+    key_rate_per_minute: float = Field(600, ge=0, description="sustained requests per minute per API key; 0 disables")
+    key_burst: int = Field(60, ge=1)
+    trust_forwarded_for: bool = Field(False, description="take the client IP from X-Forwarded-For (behind a proxy)")
+
+    max_upload_bytes: int = Field(5 * 2**20, ge=1024, description="largest accepted POST /documents body")
+    max_history_turns: int = Field(8, ge=1, le=100, description="turns kept per conversation")
+    conversation_ttl_seconds: float = Field(1800, gt=0, description="a conversation idle this long is forgotten")
+    max_conversations: int = Field(10_000, ge=1)
+    feedback_path: Path | None = Field(None, description="JSONL file for widget feedback (default: <index_dir>/feedback.jsonl)")
+    stream_delay_ms: float = Field(0, ge=0, le=1000, description="pause between streamed pieces (demo pacing); 0: none")
+
+    @field_validator("api_keys", "admin_keys", "public_origins", "cors_origins", mode="before")
+    @classmethod
+    def split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def feedback_file(self) -> Path:
+        return self.feedback_path or self.index_dir / "feedback.jsonl"
+
+    @property
+    def widget_origins(self) -> list[str]:
+        return self.public_origins or self.cors_origins
