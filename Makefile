@@ -14,8 +14,11 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
+# torch is pinned and installed first: that version is the CPU build here; an unpinned
+# torch would pull several GB of CUDA packages.
 install-test: $(BIN)/python system-deps
-	$(BIN)/pip install -q -e '.[test,milvus]'
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,milvus,st]'
 
 # Debian's chromium drives the widget tests (Playwright never downloads a browser here).
 system-deps:

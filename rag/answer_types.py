@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rag.text import normalize_width
+from rag.tokenize import pos_words
 
 
 class AnswerType(StrEnum):
@@ -26,10 +27,17 @@ _TYPE_CUES: list[tuple[AnswerType, re.Pattern[str]]] = [
 ]
 WH_WORDS = re.compile(r"多少|几|什么时候|何时|哪一年|哪年|谁|叫什么名字|什么|哪里|哪儿|哪个|哪些|哪位|哪|何|怎样|如何|怎么")
 
-UNITS = "个名人户期次家项村所元万元亿元公里千米米平方米亩吨岁天年月日小时分钟届批条支座件场项目户次人次倍%‰"
+# Measure words and units, longest first so 平方公里 wins over 公里.
+MULTI_CHAR_UNITS = sorted(
+    "人次 万元 亿元 美元 平方公里 平方米 公里 千米 厘米 毫米 公斤 千克 公顷 小时 分钟 英尺 英里 摄氏度 年代 多年 周年 个月".split(),
+    key=len,
+    reverse=True,
+)
+SINGLE_CHAR_UNITS = "个名人户期次家项村所元米亩吨岁天届批条支座件场倍级层位种部集首枚架辆艘颗株只匹头本篇张分秒克度%‰"
+_UNIT_ALTERNATION = "|".join(MULTI_CHAR_UNITS) + f"|[{SINGLE_CHAR_UNITS}]"
 _NUMBER_RE = re.compile(
-    r"(?:\d+(?:[.,]\d+)*|[一二三四五六七八九十百千两]+)(?:万|亿|千|百)?(?:余|多)?"
-    r"(?:人次|万元|亿元|平方米|公里|千米|小时|分钟|[个名人户期次家项村所元米亩吨岁天届批条支座件场倍%‰])?"
+    r"(?:约|近|超过|逾)?(?:\d+(?:[.,]\d+)*|[一二三四五六七八九十百千两]+)(?:万|亿|千|百)?(?:余|多)?"
+    rf"(?:{_UNIT_ALTERNATION})?"
 )
 _DATE_RE = re.compile(r"\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日|\d{1,2}月(?:份|上旬|中旬|下旬)?|[上下本今去明]年")
 _PLACE_SUFFIX = re.compile(r"[\u4e00-\u9fff]{1,8}?(?:省|自治区|市|地区|县|区|镇|乡|村|社区|街道)")
@@ -46,7 +54,7 @@ def question_type(question: str) -> AnswerType:
 
 def question_unit(question: str) -> str | None:
     """The measure word asked for: 多少名 → 名, 几个 → 个."""
-    match = re.search(rf"(?:多少|几)([{UNITS}])", question)
+    match = re.search(rf"(?:多少|几)({_UNIT_ALTERNATION})", question)
     return match.group(1) if match else None
 
 
@@ -62,7 +70,8 @@ def number_spans(sentence: str) -> list[Span]:
     spans = []
     for m in _NUMBER_RE.finditer(sentence):
         is_year = sentence[m.end() : m.end() + 1] == "年" and re.fullmatch(r"\d{4}", m.group())
-        if not is_year and (any(c.isdigit() for c in m.group()) or len(m.group()) > 1):
+        text = m.group().lstrip("约近超过逾")
+        if not is_year and text and (any(c.isdigit() for c in text) or len(text) > 1):
             spans.append(Span(m.start(), m.end(), m.group()))
     return spans
 
@@ -74,14 +83,12 @@ def date_spans(sentence: str) -> list[Span]:
 def person_spans(sentence: str) -> list[Span]:
     """Person names: jieba's nr tags, plus 2-3 characters right after a role word
     (党支部书记蒋雄), which jieba often misses for Tibetan names."""
-    import jieba.posseg as pseg
-
     spans: list[Span] = []
     pos = 0
-    for pair in pseg.lcut(sentence):
-        if pair.flag.startswith("nr") and len(pair.word) >= 2:
-            spans.append(Span(pos, pos + len(pair.word), pair.word))
-        pos += len(pair.word)
+    for word, flag in pos_words(sentence):
+        if flag.startswith("nr") and len(word) >= 2:
+            spans.append(Span(pos, pos + len(word), word))
+        pos += len(word)
     for role in _ROLE_BEFORE_NAME.finditer(sentence):
         tail = re.match(r"[\u4e00-\u9fff]{2,4}", sentence[role.end() :])
         if tail:
@@ -97,14 +104,12 @@ def _trim_name(candidate: str) -> str:
 
 
 def place_spans(sentence: str) -> list[Span]:
-    import jieba.posseg as pseg
-
     spans: list[Span] = [Span(m.start(), m.end(), m.group()) for m in _PLACE_SUFFIX.finditer(sentence)]
     pos = 0
-    for pair in pseg.lcut(sentence):
-        if pair.flag == "ns":
-            spans.append(Span(pos, pos + len(pair.word), pair.word))
-        pos += len(pair.word)
+    for word, flag in pos_words(sentence):
+        if flag == "ns":
+            spans.append(Span(pos, pos + len(word), word))
+        pos += len(word)
     return spans
 
 

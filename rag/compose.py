@@ -12,7 +12,7 @@ import numpy as np
 
 from rag.answer_types import WH_WORDS, AnswerType, Span, question_type, question_unit, typed_spans
 from rag.text import normalize_width, sentence_spans
-from rag.tokenize import STOPWORDS, tokenize, words
+from rag.tokenize import STOPWORDS, pos_words, tokenize
 from rag.types import Answer, AnswerSentence, Citation, Document, Hit
 
 REFUSAL_MESSAGE = "资料中没有找到相关信息。"
@@ -220,25 +220,39 @@ def span_score(span: Span, anchors: list[tuple[int, float]], unit: str | None) -
     centre = (span.start + span.end) / 2
     proximity = sum(w * math.exp(-abs(pos - centre) / 8) for pos, w in anchors)
     unit_bonus = 2.0 if unit and span.text.endswith(unit) else 0.0
-    return proximity + unit_bonus
+    digit_bonus = 0.5 if any(c.isdigit() for c in span.text) else 0.0  # 三个/一个 are rarely the asked quantity
+    return proximity + unit_bonus + digit_bonus
+
+
+_NOMINAL = ("n", "m", "eng", "t", "i", "l", "j", "x", "q")
+_EDGE_JUNK = ("d", "p", "c", "u", "y", "r", "f", "uj", "ul", "zg")
 
 
 def generic_spans(question: str, sentence: str) -> list[Span]:
-    """Runs of sentence words that the question does not contain, within one clause:
-    the part of the sentence that fills the question's gap."""
+    """Runs of sentence words that the question does not contain and that hold a noun,
+    trimmed of adverbs, prepositions and particles at the edges: the part of the sentence
+    that fills the question's gap (来古村党支部抓住[冰川旅游]“金饭碗”)."""
     q = normalize_width(question)
     spans: list[Span] = []
+    run: list[tuple[int, str, str]] = []  # (start, word, flag)
     pos = 0
-    run_start: int | None = None
-    for word in [*words(sentence), "。"]:
+    for word, flag in [*pos_words(sentence), ("。", "x")]:
         norm = normalize_width(word)
-        filler = not re.fullmatch(r"[\W_]+", norm) and norm not in q and norm not in STOPWORDS
-        if filler and run_start is None:
-            run_start = pos
-        elif not filler and run_start is not None:
-            text = sentence[run_start:pos]
-            if 2 <= len(text) <= 30:
-                spans.append(Span(run_start, pos, text))
-            run_start = None
+        if not re.fullmatch(r"[\W_]+", norm) and norm not in q and norm not in STOPWORDS:
+            run.append((pos, word, flag))
+        else:
+            spans.extend(_nominal_span(run, sentence))
+            run = []
         pos += len(word)
     return spans
+
+
+def _nominal_span(run: list[tuple[int, str, str]], sentence: str) -> list[Span]:
+    while run and run[0][2].startswith(_EDGE_JUNK):
+        run = run[1:]
+    while run and (run[-1][2].startswith(_EDGE_JUNK) or run[-1][2] == "v"):
+        run = run[:-1]
+    if not any(flag.startswith(_NOMINAL) for _, _, flag in run):
+        return []
+    start, end = run[0][0], run[-1][0] + len(run[-1][1])
+    return [Span(start, end, sentence[start:end])] if 2 <= end - start <= 30 else []

@@ -36,3 +36,7 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.1, ge=0, le=2)
     llm_max_retries: int = Field(1, ge=0, le=5, description="retries on connection errors, timeouts, 429 and 5xx")
     llm_context_tokens: int = Field(4096, ge=512, le=1_000_000, description="the model's context window (prompt + answer)")
+    store: str = Field("faiss", pattern="^(faiss|milvus)$", description="'faiss' (FAISS + bm25s files in index_dir) or 'milvus'")
+    milvus_uri: str = Field("", description="milvus-lite file (*.db) or http://host:19530; default: index_dir/milvus.db")
+    milvus_token: str = Field("", description="Milvus token ('user:password' or an API key)")
+    milvus_collection: str = Field("rag", description="name prefix of the Milvus collections")

@@ -102,6 +102,12 @@ def breaker_for(base_url: str) -> CircuitBreaker:
         return _BREAKERS.setdefault(base_url.rstrip("/"), CircuitBreaker())
 
 
+def reset_breakers() -> None:
+    """Forget every endpoint's failure history (tests; after fixing a server's configuration)."""
+    with _BREAKERS_LOCK:
+        _BREAKERS.clear()
+
+
 # ---------------------------------------------------------------- client
 
 

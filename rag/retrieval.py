@@ -34,8 +34,18 @@ class HybridRetriever:
     def query_vector(self, question: str) -> np.ndarray:
         return self.embedder.embed_queries([question])[0]
 
-    def search(self, question: str, top_k: int = 5, filters: Filters = NO_FILTERS, mode: str = "hybrid") -> list[Hit]:
+    def search(
+        self,
+        question: str,
+        top_k: int = 5,
+        filters: Filters = NO_FILTERS,
+        mode: str = "hybrid",
+        query_vector: np.ndarray | None = None,
+    ) -> list[Hit]:
+        """Fused hits; pass `query_vector` when the caller already embedded the question."""
         fetch = max(self.fetch_k, top_k)
-        dense = self.store.dense_search(self.query_vector(question), fetch, filters) if mode != "lexical" else []
+        if mode != "lexical" and query_vector is None:
+            query_vector = self.query_vector(question)
+        dense = self.store.dense_search(query_vector, fetch, filters) if mode != "lexical" else []
         lexical = self.store.lexical_search(tokenize(question), fetch, filters) if mode != "dense" else []
         return fuse(dense, lexical, top_k)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, FaissBm25Store, Filters, StoreError, write_lock
+from index.factory import IndexMissing, IndexStore, empty_store, open_store
+from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, Filters, StoreError, write_lock
 from rag.chunking import ChunkingParams, chunk_document
 from rag.compose import DEFAULT_REFUSAL_THRESHOLD, ExtractiveComposer
 from rag.config import Settings
@@ -16,6 +18,9 @@ from rag.ingest import IngestError, iter_corpus_files, load_documents
 from rag.retrieval import HybridRetriever
 from rag.tokenize import tokenize
 from rag.types import Answer, Document, Hit
+
+if TYPE_CHECKING:
+    from rag.generative import GenerativeComposer
 
 
 class QuestionError(ValueError):
@@ -57,27 +62,25 @@ class RagService:
         self.settings = settings or Settings()
         self.embedder = embedder or make_embedder(self.settings.embedder, self.settings.query_prefix, self.settings.passage_prefix)
         self.chunking = ChunkingParams(self.settings.chunk_chars, self.settings.chunk_overlap)
-        self._store: FaissBm25Store | None = None
+        self._store: IndexStore | None = None
 
     # ------------------------------------------------------------ index state
 
     @property
-    def store(self) -> FaissBm25Store:
+    def store(self) -> IndexStore:
         if self._store is None:
             self._store = self._load_or_empty()
         return self._store
 
-    def _load_or_empty(self) -> FaissBm25Store:
+    def _load_or_empty(self) -> IndexStore:
         try:
-            store = FaissBm25Store.load(self.settings.index_dir)
-        except StoreError:
-            if (self.settings.index_dir / "CURRENT").exists():
-                raise
-            return FaissBm25Store.empty(self.embedder.identity, self.embedder.dim, self._chunking_manifest(), self.settings.index_kind)
+            store = open_store(self.settings)  # FAISS files or Milvus, per settings.store
+        except IndexMissing:
+            return self._empty_store()
         self.check_embedder(store)
         return store
 
-    def check_embedder(self, store: FaissBm25Store) -> None:
+    def check_embedder(self, store: IndexStore) -> None:
         built_with = store.manifest["embedder"]["id"]
         if built_with != self.embedder.identity:
             raise EmbedderMismatch(
@@ -163,23 +166,62 @@ class RagService:
         self.apply(changes)
         return ChangeReport(removed=[doc_id])
 
-    def rebuild(self, corpus: Path, progress: bool = True) -> ChangeReport:
-        """Index `corpus` from scratch (e.g. after changing the embedder or chunking)."""
-        self._store = FaissBm25Store.empty(self.embedder.identity, self.embedder.dim, self._chunking_manifest(), self.settings.index_kind)
-        changes, report = self.plan(d for f in iter_corpus_files(corpus) for d in load_documents(f))
+    def rebuild(self, corpus: Path | None = None, progress: bool = True) -> ChangeReport:
+        """Re-chunk and re-embed every indexed article (plus `corpus`, which wins on conflicts)
+        from scratch, e.g. after changing the embedder, chunking or index kind."""
+        previous = self._documents_on_disk()
+        incoming = [d for f in iter_corpus_files(corpus) for d in load_documents(f)] if corpus else []
+        incoming_keys = {d.key for d in incoming}
+        documents = incoming + [d for d in previous if d.key not in incoming_keys]
         with write_lock(self.settings.index_dir):
+            self._store = self._empty_store()
+            changes, report = self.plan(documents)
             self._embed_changes(changes, progress)
             new_store = self._store.with_changes(changes)
             new_store.save(self.settings.index_dir)
             self._store = new_store
         return report
 
+    def _documents_on_disk(self) -> list[Document]:
+        try:
+            return open_store(self.settings).documents()
+        except StoreError:
+            return []
+
+    def _empty_store(self) -> IndexStore:
+        return empty_store(self.settings, self.embedder.identity, self.embedder.dim, self._chunking_manifest())
+
+    def is_stale(self) -> str | None:
+        """Why the indexed chunks no longer match the chunking settings, or None."""
+        built_with = self.store.manifest.get("chunking")
+        if built_with != self._chunking_manifest():
+            return f"chunking changed from {built_with} to {self._chunking_manifest()}"
+        return None
+
+    def set_index_kind(self, kind: str) -> None:
+        """Rebuild only the FAISS structure (flat/hnsw/ivf) from the stored vectors."""
+        with write_lock(self.settings.index_dir):
+            self.reload()
+            new_store = self.store.with_index_kind(kind)
+            new_store.save(self.settings.index_dir)
+            self._store = new_store
+
     # ------------------------------------------------------------ reads
 
     def retriever(self) -> HybridRetriever:
         return HybridRetriever(self.store, self.embedder, self.settings.fetch_k)
 
-    def composer(self) -> ExtractiveComposer:
+    def composer(self) -> ExtractiveComposer | GenerativeComposer:
+        """The generative composer when an LLM is configured (RAG_LLM_BASE_URL), else the extractive one."""
+        extractive = self.extractive_composer()
+        if not self.settings.llm_base_url:
+            return extractive
+        from rag.generative import GenerativeComposer  # imports openai: only when an LLM is configured
+
+        generative = GenerativeComposer.from_settings(self.settings, extractive, self.embedder, self.store.document)
+        return generative or extractive
+
+    def extractive_composer(self) -> ExtractiveComposer:
         threshold = self.settings.refusal_threshold
         return ExtractiveComposer(
             None,  # sentence embeddings cost ~1 s per question and did not change the dev results
@@ -197,7 +239,7 @@ class RagService:
         started = time.perf_counter()
         retriever = self.retriever()
         query_vector = retriever.query_vector(question)
-        hits = retriever.search(question, top_k or self.settings.top_k, filters)
+        hits = retriever.search(question, top_k or self.settings.top_k, filters, query_vector=query_vector)
         retrieved = time.perf_counter()
         answer = self.composer().compose(question, query_vector, hits)
         done = time.perf_counter()
@@ -207,3 +249,46 @@ class RagService:
             "total": round((done - started) * 1000, 1),
         }
         return answer
+
+    def ask_stream(self, question: str, top_k: int | None = None, filters: Filters = NO_FILTERS) -> Iterator[dict[str, Any]]:
+        """`ask` as JSON-ready events (see rag/generative.py): "delta" text as it is written,
+        "sentence" once a sentence is verified, "fallback" when the LLM answer is abandoned,
+        and last "done" with answer.to_dict(). The question is validated and the passages
+        retrieved before this returns, so bad input raises here, not mid-stream."""
+        from rag.generative import GenerativeComposer, answer_events
+
+        question = validate_question(question, self.settings.max_question_chars)
+        started = time.perf_counter()
+        retriever = self.retriever()
+        query_vector = retriever.query_vector(question)
+        hits = retriever.search(question, top_k or self.settings.top_k, filters, query_vector=query_vector)
+        retrieved = time.perf_counter()
+        composer = self.composer()
+
+        def events() -> Iterator[dict[str, Any]]:
+            if isinstance(composer, GenerativeComposer):
+                stream = composer.compose_stream(question, query_vector, hits)
+            else:
+                stream = answer_events(composer.compose(question, query_vector, hits))
+            for event in stream:
+                if event["type"] == "done":
+                    answer: Answer = event["answer"]
+                    done = time.perf_counter()
+                    answer.timings_ms = {
+                        "retrieve": round((retrieved - started) * 1000, 1),
+                        "compose": round((done - retrieved) * 1000, 1),
+                        "total": round((done - started) * 1000, 1),
+                    }
+                    event = {"type": "done", "answer": answer.to_dict()}
+                yield event
+
+        return events()
+
+    def rewrite_followup(self, history: Sequence[Mapping[str, str]], question: str) -> str | None:
+        """The follow-up made self-contained by the LLM; None without an LLM or when it fails
+        (then use the rule-based rewrite)."""
+        if not self.settings.llm_base_url:
+            return None
+        from rag.generative import rewrite_followup
+
+        return rewrite_followup(history, question, settings=self.settings)

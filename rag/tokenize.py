@@ -13,7 +13,7 @@ from rag.text import normalize_width
 STOPWORDS = frozenset(
     """的 了 和 与 及 或 是 在 有 为 对 把 被 将 从 向 以 于 之 而 并 也 都 就 还 又 等 着 过 个 这 那 其 该 此 吗 呢 吧 啊 呀 么 什么 哪 哪个 哪些 哪里 哪儿 谁
     多少 几 怎么 怎样 如何 为什么 是否 请问 一个 一些 我们 你们 他们 它们 及其 以及 通过 进行 开展 一 二 三 个 名 位 方面 问题 情况 叫 叫做 一共 共 总共 分别 主要 目前
-    指 指的是 哪三项 the a an of to in and or is are was were""".split()  # noqa: SIM905
+    指 指的是 哪三项 the a an of to in and or is are was were""".split()
 )
 _PUNCT_OR_SPACE = re.compile(r"^[\W_]+$", re.UNICODE)
 
@@ -36,3 +36,11 @@ def tokenize(text: str) -> list[str]:
 def words(text: str) -> list[str]:
     """Plain jieba segmentation of the raw text (no normalisation, nothing dropped)."""
     return _jieba().lcut(text)
+
+
+def pos_words(text: str) -> list[tuple[str, str]]:
+    """jieba words with part-of-speech flags (nr person, ns place, n noun, m numeral…)."""
+    _jieba()
+    import jieba.posseg
+
+    return [(pair.word, pair.flag) for pair in jieba.posseg.lcut(text)]

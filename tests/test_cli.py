@@ -94,3 +94,19 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "rag: error: the question is empty"
+
+
+def test_index_kind_switch_and_rebuild_keep_added_articles(
+    seed_service_rw: RagService, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index_dir = seed_service_rw.settings.index_dir
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"title": "山南新闻", "text": "山南市建成高标准农田一万亩。"}, ensure_ascii=False), encoding="utf-8")
+    assert run(index_dir, "add", str(extra)) == 0
+    assert run(index_dir, "index", "seeds", "--kind", "hnsw") == 0
+    store = RagService(seed_service_rw.settings, seed_service_rw.embedder).store
+    assert store.manifest["index_kind"] == "hnsw" and len(store.documents()) == 7
+    assert run(index_dir, "index", "seeds", "--rebuild") == 0
+    assert "0 replaced" in capsys.readouterr().out
+    store = RagService(seed_service_rw.settings, seed_service_rw.embedder).store
+    assert len(store.documents()) == 7 and store.manifest["index_kind"] == "flat"

@@ -6,6 +6,7 @@ Imported by `rag --help`, so only argparse is imported at module level.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +47,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=_positive_int, help="passages the answer is composed from (default: RAG_TOP_K, 5)")
     parser.add_argument("--retrieval-k", type=_positive_int, default=10, help="depth of the ranked list for recall@k/MRR/nDCG")
     parser.add_argument("--compare", type=Path, help="an earlier report.json: print the deltas, worse ones flagged")
+    parser.add_argument("--api-key", default=os.environ.get("RAG_EVAL_API_KEY"), help="bearer key for --url (env RAG_EVAL_API_KEY)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     top_k = args.top_k or settings.top_k
     if args.url and args.build_index:
         raise EvalError("--build-index builds a local index: build it in-process (--index DIR), serve DIR, then pass --url")
-    answerer = http_answerer(args.url) if args.url else local_answerer(dataset, settings, args)
+    answerer = http_answerer(args.url, args.api_key) if args.url else local_answerer(dataset, settings, args)
+    check_gold_in_index(dataset, answerer.indexed_doc_ids(), args.url or str(settings.index_dir))
     try:
         report = evaluate(dataset, answerer, top_k=top_k, retrieval_k=args.retrieval_k, progress=not args.no_progress)
     finally:
@@ -78,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def http_answerer(url: str) -> Answerer:
+def http_answerer(url: str, api_key: str | None) -> Answerer:
     from rag.eval.harness import HttpAnswerer
 
-    return HttpAnswerer(url)
+    return HttpAnswerer(url, api_key=api_key)
 
 
 def local_answerer(dataset: Dataset, settings: Settings, args: argparse.Namespace) -> Answerer:
@@ -93,7 +96,7 @@ def local_answerer(dataset: Dataset, settings: Settings, args: argparse.Namespac
     service = RagService(settings)
     if args.build_index:
         build_index(dataset, service)
-    check_gold_in_index(dataset, service)
+    check_evidence_in_index(dataset, service)
     return InProcessAnswerer(service)
 
 
@@ -124,29 +127,39 @@ def build_index(dataset: Dataset, service: RagService) -> None:
     service.add_documents(dataset.documents, progress=True)
 
 
-def check_gold_in_index(dataset: Dataset, service: RagService) -> None:
+def check_gold_in_index(dataset: Dataset, indexed: set[str] | None, where: str) -> None:
     """Fail fast when the index cannot hold the answers (e.g. CMRC run without --build-index)."""
+    from rag.eval.harness import EvalError
+
+    gold = {doc_id for q in dataset.questions for doc_id in q.gold_doc_ids}
+    if not gold or indexed is None:
+        return
+    if not gold & indexed:
+        hint = "; add --build-index" if dataset.documents else ""
+        if dataset.documents and where.startswith("http"):
+            hint = "; serve an index built with `rag eval DATASET --build-index --index DIR`"
+        raise EvalError(f"none of the {len(gold)} gold documents of {dataset.path.name} is in the index {where}{hint}")
+    if gold - indexed:
+        print(f"warning: {len(gold - indexed)} of {len(gold)} gold documents are not in the index {where}", file=sys.stderr)
+
+
+def check_evidence_in_index(dataset: Dataset, service: RagService) -> None:
+    """Evidence strings no indexed chunk contains can never be retrieved: say so up front."""
     from rag.eval.harness import EvalError
     from rag.eval.metrics import answer_contains
 
-    store = service.store
-    index_dir = service.settings.index_dir
-    gold = {doc_id for q in dataset.questions for doc_id in q.gold_doc_ids}
-    if gold:
-        present = {d.doc_id for d in store.documents()}
-        if not gold & present:
-            hint = "; add --build-index" if dataset.documents else ""
-            raise EvalError(f"none of the {len(gold)} gold documents of {dataset.path.name} is in the index {index_dir}{hint}")
-        if gold - present:
-            print(f"warning: {len(gold - present)} of {len(gold)} gold documents are not in {index_dir}", file=sys.stderr)
     with_evidence = [q for q in dataset.questions if q.evidence and not q.gold_doc_ids]
-    if with_evidence:
-        chunks = [c.text for d in store.documents() for c in store.chunks_of(d.doc_id)]
-        lost = [q.qid for q in with_evidence if not any(answer_contains(text, [q.evidence or ""]) for text in chunks)]
-        if len(lost) == len(with_evidence):
-            raise EvalError(f"no evidence string of {dataset.path.name} occurs in the index {index_dir}: is it the right corpus?")
-        if lost:
-            print(f"warning: the evidence of {', '.join(lost)} occurs in no indexed chunk; retrieval cannot find it", file=sys.stderr)
+    if not with_evidence:
+        return
+    store = service.store
+    chunks = [c.text for d in store.documents() for c in store.chunks_of(d.doc_id)]
+    lost = [q.qid for q in with_evidence if not any(answer_contains(text, [q.evidence or ""]) for text in chunks)]
+    if len(lost) == len(with_evidence):
+        raise EvalError(
+            f"no evidence string of {dataset.path.name} occurs in the index {service.settings.index_dir}: is it the right corpus?"
+        )
+    if lost:
+        print(f"warning: the evidence of {', '.join(lost)} occurs in no indexed chunk; retrieval cannot find it", file=sys.stderr)
 
 
 def print_summary(report: Report, written: list[Path]) -> None:
@@ -155,6 +168,6 @@ def print_summary(report: Report, written: list[Path]) -> None:
     counts = report.metrics["counts"]
     print(f"{report.dataset['name']}: {counts['questions']} questions ({report.run['mode']}), {counts['errors']} errors")
     for name, value in headline(report.metrics):
-        print(f"  {name:<32} {fmt(value)}")
+        print(f"  {name:<32} {fmt(value, 1 if 'ms' in name else 3)}")
     print(f"  {'throughput (questions/s)':<32} {fmt(report.metrics['throughput_qps'], 2)}")
     print("wrote " + ", ".join(str(p) for p in written))

@@ -8,6 +8,7 @@ modes must give the same quality numbers on the same index.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,10 @@ class Answerer(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def indexed_doc_ids(self) -> set[str] | None:
+        """Ids of the indexed documents, or None when the answerer cannot tell."""
+        ...
+
 
 # ---------------------------------------------------------------- answerers
 
@@ -78,6 +83,9 @@ class InProcessAnswerer:
         except QuestionError as err:
             raise QuestionFailed(str(err)) from None
 
+    def indexed_doc_ids(self) -> set[str] | None:
+        return {d.doc_id for d in self.service.store.documents()}
+
     def describe(self) -> dict[str, Any]:
         s = self.service.settings
         store = self.service.store
@@ -98,31 +106,62 @@ class HttpAnswerer:
 
     mode = "http"
 
-    def __init__(self, url: str, timeout_s: float = 120.0, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 120.0,
+        api_key: str | None = None,
+        client: httpx.Client | None = None,
+        max_rate_limit_retries: int = 20,
+    ) -> None:
         import httpx
 
         if not re.match(r"^https?://[^/\s]+", url):
             raise EvalError(f"--url {url!r}: expected http://HOST:PORT")
         self.url = url.rstrip("/")
-        self.client = client or httpx.Client(base_url=self.url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = client or httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.rate_limited = 0  # 429 answers waited out
+        self.waited_ms = 0.0  # time spent waiting them out, kept out of the latency numbers
         self._search_available: bool | None = None
 
     def close(self) -> None:
         self.client.close()
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:
-        import httpx
-
-        try:
-            response = self.client.post(path, json=payload)
-        except httpx.TransportError as err:
-            raise EvalError(f"cannot reach {self.url}{path}: {err or type(err).__name__}") from None
+        response = self._send(path, payload)
+        for _ in range(self.max_rate_limit_retries):
+            if response.status_code != 429:
+                break
+            self._wait(response)
+            response = self._send(path, payload)
+        if response.status_code == 401 or response.status_code == 403:
+            raise EvalError(f"{self.url}{path}: HTTP {response.status_code} ({_error_message(response)}): pass --api-key")
         if response.status_code >= 400:
             raise QuestionFailed(f"HTTP {response.status_code} from {path}: {_error_message(response)}")
         try:
             return response.json()
         except ValueError:
             raise EvalError(f"{self.url}{path} answered HTTP {response.status_code} with a body that is not JSON") from None
+
+    def _send(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        import httpx
+
+        try:
+            return self.client.post(path, json=payload)
+        except httpx.TransportError as err:
+            raise EvalError(f"cannot reach {self.url}{path}: {err or type(err).__name__}") from None
+
+    def _wait(self, response: httpx.Response) -> None:
+        """Honour Retry-After (seconds, capped at 30) of a 429; benchmark servers should disable rate limits."""
+        try:
+            delay = min(max(float(response.headers.get("retry-after", "1")), 0.0), 30.0)
+        except ValueError:
+            delay = 1.0
+        self.rate_limited += 1
+        self.waited_ms += delay * 1000
+        time.sleep(delay)
 
     def ask(self, question: str, top_k: int) -> dict[str, Any]:
         data = self._post("/ask", {"question": question, "top_k": top_k})
@@ -148,8 +187,29 @@ class HttpAnswerer:
             return passages
         return list(self.ask(question, k)["passages"])
 
+    def indexed_doc_ids(self) -> set[str] | None:
+        """Document ids from GET /documents (paged), or None when the server does not list them."""
+        import httpx
+
+        ids: set[str] = set()
+        while True:
+            try:
+                response = self.client.get("/documents", params={"offset": len(ids), "limit": 1000})
+            except httpx.TransportError as err:
+                raise EvalError(f"cannot reach {self.url}/documents: {err or type(err).__name__}") from None
+            try:
+                page = response.json() if response.status_code == 200 else None
+            except ValueError:
+                page = None
+            if not isinstance(page, dict) or not isinstance(page.get("documents"), list):
+                return None
+            ids |= {str(d.get("doc_id")) for d in page["documents"] if isinstance(d, dict)}
+            if not page["documents"] or len(ids) >= int(page.get("total", 0)):
+                return ids
+
     def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "url": self.url, "ranked_list_from": "/search" if self._search_available else "/ask"}
+        ranked_from = "/search" if self._search_available else "/ask"
+        return {"mode": self.mode, "url": self.url, "ranked_list_from": ranked_from, "rate_limited_retries": self.rate_limited}
 
 
 def _passages_of(data: Any) -> list[dict[str, Any]] | None:
@@ -284,9 +344,11 @@ def score_ranking(result: QuestionResult, question: EvalQuestion, ranked: list[d
 def run_question(question: EvalQuestion, answerer: Answerer, top_k: int, retrieval_k: int) -> QuestionResult:
     result = QuestionResult(question.qid, question.question, question.answerable, list(question.answers))
     try:
+        waited_before = getattr(answerer, "waited_ms", 0.0)
         started = time.perf_counter()
         answer = answerer.ask(question.question, top_k)
-        result.client_ms = round((time.perf_counter() - started) * 1000, 2)
+        elapsed_ms = (time.perf_counter() - started) * 1000 - (getattr(answerer, "waited_ms", 0.0) - waited_before)
+        result.client_ms = round(elapsed_ms, 2)
         passages = list(answer.get("passages") or [])
         # The composer must see top_k passages, so a deeper ranked list is a separate call.
         ranked = passages[:retrieval_k] if top_k >= retrieval_k else answerer.ranked_passages(question.question, retrieval_k)
@@ -309,11 +371,18 @@ def evaluate(
     top_k: int = 5,
     retrieval_k: int = RETRIEVAL_K,
     progress: bool = False,
+    warmup: int = 1,
 ) -> Report:
     """Ask every question of `dataset` (answers with `top_k` passages; retrieval metrics on
-    the top `retrieval_k`) and return the scored Report."""
+    the top `retrieval_k`) and return the scored Report.
+
+    The first `warmup` questions are asked once before the timed run and not scored, so
+    loading the embedder and tokenizer does not land in the latency percentiles."""
     from tqdm import tqdm
 
+    for question in dataset.questions[:warmup]:
+        with contextlib.suppress(QuestionFailed):
+            answerer.ask(question.question, top_k)
     results: list[QuestionResult] = []
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
@@ -331,6 +400,7 @@ def evaluate(
         **answerer.describe(),
         "top_k": top_k,
         "retrieval_k": retrieval_k,
+        "warmup_questions": min(warmup, len(dataset.questions)),
         "started_at": started_at,
         "wall_s": round(wall_s, 2),
         "ranking_mismatches": sum(r.ranking_mismatch for r in results),
@@ -407,7 +477,7 @@ def summarize(results: list[QuestionResult], retrieval_k: int = RETRIEVAL_K) -> 
     answerable = [r for r in ok if r.answerable]
     unanswerable = [r for r in ok if not r.answerable]
     answered = [r for r in answerable if not r.refused]
-    stages = sorted({s for r in ok for s in r.timings_ms}, key=lambda s: (s == "total", s))
+    stages = sorted({s for r in ok for s in r.timings_ms}, key=_stage_order)
     latency = {s: latency_summary([r.timings_ms[s] for r in ok if s in r.timings_ms]) for s in stages}
     latency["client"] = latency_summary([r.client_ms for r in ok])
     client_s = sum(r.client_ms for r in ok) / 1000
@@ -446,6 +516,11 @@ def summarize(results: list[QuestionResult], retrieval_k: int = RETRIEVAL_K) -> 
         "latency_ms": latency,
         "throughput_qps": round(len(ok) / client_s, 2) if client_s else None,
     }
+
+
+def _stage_order(stage: str) -> tuple[int, str]:
+    known = ("retrieve", "compose", "generate")
+    return (known.index(stage), "") if stage in known else (4 if stage == "total" else 3, stage)
 
 
 def _ratio(part: float, whole: float, digits: int = 4) -> float | None:

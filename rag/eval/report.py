@@ -118,7 +118,7 @@ def headline(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("metric", "value")) -> list[str]:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---:|"]
-    lines += [f"| {name} | {fmt(value)} |" for name, value in rows]
+    lines += [f"| {name} | {fmt(value, 1 if 'ms' in name else 3)} |" for name, value in rows]
     return lines
 
 
@@ -283,3 +283,16 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, int]:
         lines.append(f"{name:<{width}}  {before[name]:>9.{digits}f}  {after[name]:>9.{digits}f}  {delta:>+9.{digits}f}{flag}")
     lines.append(f"{worse} metric(s) worse" if worse else "no metric worse")
     return "\n".join(lines), worse
+
+
+# ---------------------------------------------------------------- README table
+
+
+def headline_table(reports: list[tuple[str, dict[str, Any]]]) -> str:
+    """One markdown row per report.json (label, report): the README's headline numbers."""
+    names = [name for name, _ in headline(reports[0][1]["metrics"])] if reports else []
+    lines = ["| run | questions | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    for label, report in reports:
+        cells = [fmt(value, 0 if "ms" in name else 3) for name, value in headline(report["metrics"])]
+        lines.append(f"| {label} | {report['metrics']['counts']['questions']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""The FastAPI application: `create_app(settings, service)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+from api.answering import Answerer, ServiceAnswerer
+from api.context import ApiContext
+from api.conversations import ConversationStore
+from api.errors import install_error_handlers
+from api.feedback import FeedbackStore
+from api.followup import Turn, rewrite
+from api.middleware import AccessLogMiddleware, RateLimitMiddleware
+from api.routes import ask, documents, feedback, health, openai_compat, static
+from api.settings import ApiSettings
+from rag.service import RagService
+
+log = logging.getLogger("rag.api")
+
+DESCRIPTION = """Questions over a Chinese news corpus, answered with sentences quoted from the
+articles and cited as [n]. Errors are JSON `{error, message, fields, request_id}`."""
+
+
+def warm_up(service: RagService) -> None:
+    """Load the index, the embedder weights and jieba's dictionaries before the first request."""
+    store = service.store
+    service.embedder.embed_queries(["预热"])
+    rewrite("那拉萨呢？", [Turn("昌都市有多少名干部？")])
+    log.info("index ready: %d documents, %d chunks", len(store.documents()), store.chunk_count())
+
+
+def create_app(settings: ApiSettings | None = None, service: RagService | None = None, answerer: Answerer | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    service = service or RagService(settings)
+    ctx = ApiContext(
+        settings=settings,
+        service=service,
+        answerer=answerer or ServiceAnswerer(service),
+        conversations=ConversationStore(settings.max_history_turns, settings.conversation_ttl_seconds, settings.max_conversations),
+        feedback=FeedbackStore(settings.feedback_file),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(warm_up, service)
+        yield
+
+    app = FastAPI(title="rag-zh", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for module in (ask, documents, feedback, health, openai_compat, static):
+        app.include_router(module.router)
+    # Added innermost first: the access log wraps everything, CORS wraps the rate limiter
+    # (so a 429 still carries CORS headers the browser needs to read it).
+    app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(AccessLogMiddleware, settings=settings)
+    app.openapi = lambda: openapi_schema(app, settings)  # type: ignore[method-assign]
+    return app
+
+
+def openapi_schema(app: FastAPI, settings: ApiSettings) -> dict[str, Any]:
+    """FastAPI's schema, with the bearer key marked optional where this deployment does not
+    require one (no API keys: reads are open; no admin keys: loopback may write)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path, item in schema["paths"].items():
+            for method, operation in item.items():
+                if "security" not in operation:
+                    continue
+                is_write = path.startswith("/documents") and method in {"post", "delete"}
+                if not (settings.admin_keys if is_write else settings.api_keys):
+                    operation["security"] = [{}, *operation["security"]]
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,208 @@
+"""POST /ask, POST /ask/stream (Server-Sent Events) and POST /search."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.answering import AnswerEvent, Delta, Done
+from api.context import ApiContext, get_ctx
+from api.errors import ApiError
+from api.followup import Turn, rewrite, turns_from_messages
+from api.schemas import ERROR_RESPONSES, AskRequest, AskResponse, SearchRequest, SearchResponse
+from api.security import json_body, require
+from rag.types import Answer, Citation
+
+router = APIRouter(tags=["questions"])
+log = logging.getLogger("rag.api")
+
+
+@dataclass
+class PreparedQuestion:
+    asked: str
+    standalone: str
+    rewritten: str | None
+    conversation_id: str
+    rewrite_ms: float
+
+
+def check_question_length(ctx: ApiContext, question: str, field: str = "question") -> str:
+    question = question.strip()
+    if not question:
+        raise ApiError(422, "the question is empty", field=field)
+    limit = ctx.settings.max_question_chars
+    if len(question) > limit:
+        raise ApiError(422, f"the question is {len(question)} characters long; the limit is {limit}", field=field)
+    return question
+
+
+def prepare(ctx: ApiContext, body: AskRequest) -> PreparedQuestion:
+    """Validate against the server's limit, then rewrite a follow-up into a standalone question."""
+    question = check_question_length(ctx, body.question)
+    conversation_id = body.conversation_id or ctx.conversations.new_id()
+    started = time.perf_counter()
+    # Client-sent history wins over the server-side conversation.
+    history = [(m.role, m.content) for m in body.history or []]
+    turns = turns_from_messages(history) if history else ctx.conversations.turns(conversation_id)
+    rewritten = rewrite(question, turns)
+    rewrite_ms = round((time.perf_counter() - started) * 1000, 1)
+    return PreparedQuestion(question, rewritten or question, rewritten, conversation_id, rewrite_ms)
+
+
+def remember(ctx: ApiContext, prepared: PreparedQuestion, answer: Answer) -> None:
+    ctx.conversations.append(prepared.conversation_id, Turn(prepared.standalone, None if answer.refused else answer.short_answer))
+
+
+def ask_payload(prepared: PreparedQuestion, answer: Answer) -> dict[str, Any]:
+    payload = answer.to_dict()
+    timings = dict(payload["timings_ms"])
+    if prepared.rewritten:
+        timings["rewrite"] = prepared.rewrite_ms
+    payload.update(
+        question=prepared.asked,
+        rewritten_question=prepared.rewritten,
+        conversation_id=prepared.conversation_id,
+        timings_ms=timings,
+    )
+    return payload
+
+
+@router.post(
+    "/ask",
+    response_model=AskResponse,
+    responses=ERROR_RESPONSES,
+    summary="Answer a question with cited sentences",
+    dependencies=[Depends(require("widget")), Depends(json_body)],
+)
+async def ask(body: AskRequest, request: Request) -> dict[str, Any]:
+    ctx = get_ctx(request)
+    prepared = prepare(ctx, body)
+    answer = await run_in_threadpool(ctx.answerer.answer, prepared.standalone, body.top_k, body.filters_or_none())
+    remember(ctx, prepared, answer)
+    request.state.timings = answer.timings_ms
+    return ask_payload(prepared, answer)
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def citation_dict(citation: Citation) -> dict[str, Any]:
+    return asdict(citation)
+
+
+def _start(events: Iterator[AnswerEvent]) -> AnswerEvent | None:
+    return next(events, None)
+
+
+# Describes one event (OpenAPI < 3.2 reading of an event-stream schema); `data` is JSON.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["meta", "delta", "citation", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `meta`, then `delta` {text} pieces, a `citation` event after each [n] marker, "
+        "and a final `done` event carrying the full /ask response (or `error`).",
+        "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
+    },
+    **ERROR_RESPONSES,
+}
+
+
+@router.post(
+    "/ask/stream",
+    response_class=StreamingResponse,
+    responses=STREAM_RESPONSES,
+    summary="Answer a question as a stream of Server-Sent Events",
+    dependencies=[Depends(require("widget")), Depends(json_body)],
+)
+async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
+    ctx = get_ctx(request)
+    prepared = prepare(ctx, body)
+    events = await run_in_threadpool(ctx.answerer.stream, prepared.standalone, body.top_k, body.filters_or_none())
+    # Pull the first event before answering 200, so a bad question still gets a 4xx.
+    first = await run_in_threadpool(_start, iter(events))
+    return StreamingResponse(
+        stream_events(ctx, request, prepared, iter(events), first),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def stream_events(
+    ctx: ApiContext, request: Request, prepared: PreparedQuestion, events: Iterator[AnswerEvent], first: AnswerEvent | None
+) -> AsyncIterator[str]:
+    """SSE frames; stops pulling events (and so stops the work) once the client has gone."""
+    counters = ctx.counters
+    counters.streams_started += 1
+    completed = False
+    delay = ctx.settings.stream_delay_ms / 1000
+    try:
+        yield sse(
+            "meta", {"conversation_id": prepared.conversation_id, "question": prepared.asked, "rewritten_question": prepared.rewritten}
+        )
+        event = first
+        while event is not None:
+            if await request.is_disconnected():
+                break
+            if isinstance(event, Done):
+                remember(ctx, prepared, event.answer)
+                request.state.timings = event.answer.timings_ms
+                yield sse("done", ask_payload(prepared, event.answer))
+                counters.stream_events_sent += 1
+                completed = True
+                break
+            yield sse("delta", {"text": event.text}) if isinstance(event, Delta) else sse("citation", citation_dict(event.citation))
+            counters.stream_events_sent += 1
+            if delay and isinstance(event, Delta):
+                await asyncio.sleep(delay)
+            event = await run_in_threadpool(_start, events)
+    except Exception:
+        log.exception("stream failed (request %s)", getattr(request.state, "request_id", "?"))
+        yield sse("error", {"error": "internal_error", "message": "the answer could not be completed"})
+    finally:
+        if completed:
+            counters.streams_completed += 1
+        else:
+            counters.streams_cancelled += 1
+            request.state.stream_cancelled = True
+            close = getattr(events, "close", None)
+            if close:
+                close()
+
+
+# ---------------------------------------------------------------- search
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    responses=ERROR_RESPONSES,
+    summary="Retrieve passages (fused score and each leg's rank and score)",
+    dependencies=[Depends(require("read")), Depends(json_body)],
+)
+async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
+    ctx = get_ctx(request)
+    question = check_question_length(ctx, body.question)
+    started = time.perf_counter()
+    hits = await run_in_threadpool(ctx.service.search, question, body.top_k, body.filters_or_none(), body.mode)
+    timings = {"retrieve": round((time.perf_counter() - started) * 1000, 1)}
+    request.state.timings = timings
+    return {"question": question, "mode": body.mode, "hits": [h.to_dict() for h in hits], "timings_ms": timings}

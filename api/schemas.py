@@ -1,0 +1,332 @@
+"""Request and response models of the HTTP API (the wire format, separate from core types)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from index.store import Filters
+
+# The schema's limits; `ApiSettings.max_question_chars` may lower the question limit further.
+MAX_QUESTION_CHARS = 500
+MAX_TOP_K = 20
+MAX_HISTORY = 20
+ID_PATTERN = r"^[A-Za-z0-9_:.-]{1,64}$"
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the offending field, e.g. `filters.date_to`")
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. invalid_request, not_found, rate_limited")
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    """Errors under /v1/ take OpenAI's shape so OpenAI clients can show them."""
+
+    error: OpenAIErrorDetail
+    fields: list[FieldError] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+_ERROR_TEXTS = (
+    (401, "missing or unknown API key"),
+    (403, "the key may not use this endpoint or origin"),
+    (413, "request body too large"),
+    (415, "unsupported content type"),
+    (422, "invalid request; `fields` names each offending field"),
+    (429, "rate limited; see Retry-After"),
+)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody, "description": text} for code, text in _ERROR_TEXTS}
+OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": OpenAIErrorBody, "description": text} for code, text in _ERROR_TEXTS
+}
+
+
+# ---------------------------------------------------------------- questions
+
+
+class FiltersIn(Strict):
+    doc_ids: list[str] | None = Field(None, max_length=200, description="only these documents")
+    exclude_doc_ids: list[str] | None = Field(None, max_length=200, description="never these documents")
+    title_contains: str | None = Field(None, min_length=1, max_length=200)
+    date_from: dt.date | None = Field(None, description="documents dated on or after (YYYY-MM-DD)")
+    date_to: dt.date | None = Field(None, description="documents dated on or before (YYYY-MM-DD)")
+
+    @field_validator("doc_ids", "exclude_doc_ids")
+    @classmethod
+    def ids_look_like_ids(cls, value: list[str] | None) -> list[str] | None:
+        for doc_id in value or []:
+            if not doc_id or len(doc_id) > 64:
+                raise ValueError("document ids are 1-64 characters")
+        return value
+
+    @field_validator("date_to")
+    @classmethod
+    def range_is_ordered(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        start = info.data.get("date_from")
+        if value is not None and start is not None and value < start:
+            raise ValueError("date_to is before date_from")
+        return value
+
+    def to_filters(self) -> Filters:
+        return Filters(
+            doc_ids=frozenset(self.doc_ids) if self.doc_ids is not None else None,
+            exclude_doc_ids=frozenset(self.exclude_doc_ids) if self.exclude_doc_ids is not None else None,
+            title_contains=self.title_contains,
+            date_from=self.date_from.isoformat() if self.date_from else None,
+            date_to=self.date_to.isoformat() if self.date_to else None,
+        )
+
+
+class HistoryMessage(Strict):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=20_000)
+
+
+class QuestionIn(Strict):
+    question: str = Field(
+        min_length=1, max_length=MAX_QUESTION_CHARS, pattern=r"\S", examples=["昌都市有多少名市级以上领导带头抓党建促乡村振兴？"]
+    )
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="passages to retrieve (default: server setting)")
+    filters: FiltersIn | None = None
+
+    def filters_or_none(self) -> Filters:
+        return self.filters.to_filters() if self.filters else Filters()
+
+
+class AskRequest(QuestionIn):
+    conversation_id: str | None = Field(
+        None, pattern=CONVERSATION_ID_PATTERN, description="continue a server-side conversation (follow-ups are rewritten)"
+    )
+    history: list[HistoryMessage] | None = Field(
+        None, max_length=MAX_HISTORY, description="earlier turns, oldest first; used instead of the server-side conversation"
+    )
+
+
+class SearchRequest(QuestionIn):
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+
+
+# ---------------------------------------------------------------- answers
+
+
+class CitationOut(BaseModel):
+    n: int
+    doc_id: str
+    title: str
+    chunk_id: str
+    start: int = Field(description="offset of the quote in the document text")
+    end: int
+    quote: str
+    score: float
+    source_start: int | None = Field(None, description="offset of the quote in the original file")
+    source_end: int | None = None
+
+
+class PassageOut(BaseModel):
+    chunk_id: str
+    doc_id: str
+    title: str
+    start: int
+    end: int
+    text: str
+    date: str | None = None
+    score: float = Field(description="fused (reciprocal-rank) score")
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    lexical_rank: int | None = None
+    lexical_score: float | None = None
+
+
+class SentenceOut(BaseModel):
+    text: str
+    citations: list[int]
+    supported: bool
+    rule: str
+
+
+class AskResponse(BaseModel):
+    question: str = Field(description="the question as asked")
+    rewritten_question: str | None = Field(None, description="the standalone question actually answered, when a follow-up was rewritten")
+    conversation_id: str
+    answer: str = Field(description="answer text with [n] citation markers")
+    short_answer: str | None
+    refused: bool
+    confidence: float
+    citations: list[CitationOut]
+    sentences: list[SentenceOut]
+    passages: list[PassageOut]
+    timings_ms: dict[str, float] = Field(description="retrieve, compose, total (and rewrite when a follow-up was rewritten)")
+
+
+class SearchResponse(BaseModel):
+    question: str
+    mode: str
+    hits: list[PassageOut]
+    timings_ms: dict[str, float]
+
+
+# ---------------------------------------------------------------- documents
+
+
+class DocumentIn(Strict):
+    title: str = Field(min_length=1, max_length=500, pattern=r"\S")
+    text: str = Field(min_length=1, max_length=2_000_000, pattern=r"\S")
+    date: dt.date | None = None
+    url: str | None = Field(None, min_length=1, max_length=2000, description="identity for replacement: same url = new version")
+    source: str | None = Field(None, min_length=1, max_length=200)
+
+
+class DocumentSummary(BaseModel):
+    doc_id: str
+    title: str
+    source: str
+    date: str | None
+    url: str | None
+    chars: int
+    chunks: int
+
+
+class DocumentList(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    documents: list[DocumentSummary]
+
+
+class DocumentDetail(DocumentSummary):
+    key: str
+    text: str
+    byline: str | None
+    dateline: str | None
+    subtitle: str | None
+
+
+class ChangeResponse(BaseModel):
+    added: list[str]
+    replaced: list[str]
+    unchanged: list[str]
+    removed: list[str]
+    documents: list[DocumentSummary] = Field(default_factory=list, description="the documents the request named, as now indexed")
+
+
+# ---------------------------------------------------------------- feedback and health
+
+
+class FeedbackIn(Strict):
+    rating: Literal["up", "down"]
+    question: str | None = Field(None, max_length=2000)
+    answer: str | None = Field(None, max_length=20_000)
+    conversation_id: str | None = Field(None, pattern=CONVERSATION_ID_PATTERN)
+    citations: list[int] | None = Field(None, max_length=50)
+    comment: str | None = Field(None, max_length=2000)
+
+
+class FeedbackOut(BaseModel):
+    id: str
+    stored: bool
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    documents: int
+    chunks: int
+    embedder: str
+    index_kind: str
+    corpus_hash: str | None
+
+
+# ---------------------------------------------------------------- OpenAI-compatible
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content or [] if part.type in {"text", "input_text"})
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI chat request; sampling parameters are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field("rag-extractive", max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=100)
+    stream: bool | None = False
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="extension: passages to retrieve")
+
+
+class ChatChoiceMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: str
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+    citations: list[CitationOut] = Field(description="extension: the sources behind the [n] markers in the content")
+    refused: bool
+    rewritten_question: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
