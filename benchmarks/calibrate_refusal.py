@@ -5,7 +5,9 @@ Unanswerable questions: the same questions asked with their gold passage filtere
 (same domain, same style, but the answer is no longer in reach), plus the seed dev set.
 A decision is right when the service answers and the answer contains a gold answer, or
 refuses when it cannot (gold passage removed, or the answer it would give is wrong).
-The threshold that maximises right decisions is recorded with the whole curve.
+Chosen threshold: the most right decisions among thresholds that refuse at most 5% of
+answerable questions (a wrong refusal costs a user more than a weak answer with its
+citation); the whole curve is recorded.
 
     python benchmarks/calibrate_refusal.py [--limit N] [--out benchmarks/results/refusal_calibration.json]
 """
@@ -29,6 +31,7 @@ from rag.types import Document  # noqa: E402
 
 CMRC = ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
 SEED_QA = ROOT.parent / "shared" / "eval" / "seed_qa_dev.jsonl"
+MAX_FALSE_REFUSAL = 0.05
 
 
 def cmrc_documents_and_questions(path: Path) -> tuple[list[Document], list[dict]]:
@@ -40,6 +43,8 @@ def cmrc_documents_and_questions(path: Path) -> tuple[list[Document], list[dict]
             doc = Document(title=title, text=para["context"], key=f"cmrc:{para.get('id', title)}:{i}", source="cmrc2018_trial.json")
             docs.append(doc)
             for qa in para["qas"]:
+                if not qa["question"].strip():
+                    continue  # two trial questions are empty strings; the service rejects them
                 questions.append({"question": qa["question"], "answers": [a["text"] for a in qa["answers"]], "doc_id": doc.doc_id})
     return docs, questions
 
@@ -102,11 +107,13 @@ def main() -> int:
         records.append({"answerable": item["answerable"], "correct": correct, "should_answer": correct, "confidence": answer.confidence})
 
     curve = sweep(records)
-    best = max(curve, key=lambda row: (row["accuracy"], -row["false_refusal_rate"]))
+    allowed = [row for row in curve if row["false_refusal_rate"] <= MAX_FALSE_REFUSAL]
+    best = max(allowed, key=lambda row: (row["accuracy"], -row["threshold"]))
     result = {
         "method": __doc__.strip().splitlines()[0],
         "questions": len(questions),
         "records": len(records),
+        "rule": f"max accuracy with false_refusal_rate <= {MAX_FALSE_REFUSAL}",
         "best": best,
         "curve": curve,
     }

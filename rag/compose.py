@@ -19,7 +19,7 @@ REFUSAL_MESSAGE = "资料中没有找到相关信息。"
 
 # Calibrated by benchmarks/calibrate_refusal.py (see benchmarks/results/refusal_calibration.json):
 # the confidence below which answering does more harm than refusing.
-DEFAULT_REFUSAL_THRESHOLD = 0.45
+DEFAULT_REFUSAL_THRESHOLD = 0.57
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class Document:
         for seg in self.source_map or []:
             if seg.doc_start <= doc_offset < seg.doc_start + seg.length:
                 return seg.orig_start + doc_offset - seg.doc_start
-        return None if self.source_map is not None else doc_offset
+        return None  # no map (html, jsonl): `text` itself is the original
 
 
 @dataclass
