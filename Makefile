@@ -20,11 +20,13 @@ install-test: $(BIN)/python system-deps
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,milvus,st]'
 
-# Debian's chromium drives the widget tests (Playwright never downloads a browser here).
+# Debian's chromium drives the widget tests (Playwright never downloads a browser here);
+# CJK and emoji fonts make its screenshots readable.
 system-deps:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh 2>/dev/null | grep -q . ; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			chromium fonts-wqy-microhei fonts-noto-color-emoji fontconfig; \
 	fi
 
 # Builds the index from seeds/ if missing; re-running only embeds new or changed articles.

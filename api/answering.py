@@ -5,7 +5,9 @@ chat completions) or for a stream of `AnswerEvent`s (POST /ask/stream, streamed 
 `ServiceAnswerer` wraps `RagService.ask` (extractive: the whole answer exists at once, so it
 is cut into clause-sized pieces). A generative composer plugs in by implementing the same
 two methods, yielding `Delta`s as tokens arrive, a `CitationEvent` after each `[n]` it
-writes, and a final `Done` holding the complete `Answer`.
+writes, a `Reset` if the text streamed so far is withdrawn (e.g. a generated answer that
+failed verification and is replaced by the extractive one), and a final `Done` holding the
+complete `Answer`.
 """
 
 from __future__ import annotations
@@ -31,11 +33,18 @@ class CitationEvent:
 
 
 @dataclass(frozen=True)
+class Reset:
+    """Discard the text streamed so far; what follows replaces it."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Done:
     answer: Answer
 
 
-AnswerEvent = Delta | CitationEvent | Done
+AnswerEvent = Delta | CitationEvent | Reset | Done
 
 
 class Answerer(Protocol):

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
@@ -18,7 +19,7 @@ from api.conversations import ConversationStore
 from api.errors import install_error_handlers
 from api.feedback import FeedbackStore
 from api.followup import Turn, rewrite
-from api.middleware import AccessLogMiddleware, RateLimitMiddleware
+from api.middleware import AccessLogMiddleware, BodyLimitMiddleware, RateLimitMiddleware
 from api.routes import ask, documents, feedback, health, openai_compat, static
 from api.settings import ApiSettings
 from rag.service import RagService
@@ -56,10 +57,14 @@ def create_app(settings: ApiSettings | None = None, service: RagService | None =
     app = FastAPI(title="rag-zh", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.ctx = ctx
     install_error_handlers(app)
-    for module in (ask, documents, feedback, health, openai_compat, static):
-        app.include_router(module.router)
+    routers = [module.router for module in (ask, documents, feedback, health, openai_compat, static)]
+    for router in routers:
+        app.include_router(router)
+    # For the Allow header of a 405: which methods each path pattern serves.
+    app.state.route_methods = [(r.path_regex, set(r.methods or ())) for router in routers for r in router.routes if isinstance(r, APIRoute)]
     # Added innermost first: the access log wraps everything, CORS wraps the rate limiter
     # (so a 429 still carries CORS headers the browser needs to read it).
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(
         CORSMiddleware,

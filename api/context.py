@@ -21,6 +21,7 @@ class Counters:
     streams_started: int = 0
     streams_completed: int = 0
     streams_cancelled: int = 0
+    streams_failed: int = 0
     stream_events_sent: int = 0
     writes: int = 0
 

@@ -110,7 +110,21 @@ async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    fields = [{"field": "body", "message": str(exc.detail), "type": "payload_too_large"}] if exc.status_code == 413 else None
+    return error_response(request, exc.status_code, str(exc.detail), fields, headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for path_regex, route_methods in getattr(request.app.state, "route_methods", []):
+        if path_regex.match(request.url.path):
+            methods |= route_methods
+    methods.discard("HEAD")
+    return sorted(methods)
 
 
 async def _question_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
@@ -87,6 +88,45 @@ class AccessLogMiddleware:
         if state.get("stream_cancelled"):
             record["stream_cancelled"] = True
         access_log.info(json.dumps(record, ensure_ascii=False))
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the body is larger than the {limit}-byte limit")
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the limit, judged by Content-Length or, when the client streams
+    without one, by counting, so an endless body is cut off instead of buffered."""
+
+    def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        limit = self.settings.max_upload_bytes if path.startswith("/documents") else self.settings.max_body_bytes
+        declared = _headers(scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            message = f"the body is larger than the {limit}-byte limit"
+            fields = [{"field": "body", "message": message, "type": "payload_too_large"}]
+            await error_response(scope, 413, message, fields)(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)  # FastAPI passes HTTP exceptions through as they are
+            return message
+
+        await self.app(scope, counting_receive, send)
 
 
 @dataclass

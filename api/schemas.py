@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from index.store import Filters
 
@@ -18,7 +18,33 @@ CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields and loose types (true for 1, 0 for a date) are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _iso_date(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat() if len(value) == 10 else _bad_date()
+    except ValueError:
+        return _bad_date()
+
+
+def _bad_date() -> str:
+    raise ValueError("expected a date as YYYY-MM-DD")
+
+
+def _json_integer(value: object) -> int:
+    """JSON Schema's integer: 4 and 4.0, but not true, "4" or 4.5."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("expected an integer")
+    return int(value)
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(_json_integer)]
+DocId = Annotated[str, Field(min_length=1, max_length=64)]
+IsoDate = Annotated[str, Field(json_schema_extra={"format": "date"}), AfterValidator(_iso_date)]
 
 
 class FieldError(BaseModel):
@@ -50,6 +76,7 @@ class OpenAIErrorBody(BaseModel):
 
 
 _ERROR_TEXTS = (
+    (400, "the body could not be parsed"),
     (401, "missing or unknown API key"),
     (403, "the key may not use this endpoint or origin"),
     (413, "request body too large"),
@@ -67,23 +94,15 @@ OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class FiltersIn(Strict):
-    doc_ids: list[str] | None = Field(None, max_length=200, description="only these documents")
-    exclude_doc_ids: list[str] | None = Field(None, max_length=200, description="never these documents")
+    doc_ids: list[DocId] | None = Field(None, max_length=200, description="only these documents")
+    exclude_doc_ids: list[DocId] | None = Field(None, max_length=200, description="never these documents")
     title_contains: str | None = Field(None, min_length=1, max_length=200)
-    date_from: dt.date | None = Field(None, description="documents dated on or after (YYYY-MM-DD)")
-    date_to: dt.date | None = Field(None, description="documents dated on or before (YYYY-MM-DD)")
-
-    @field_validator("doc_ids", "exclude_doc_ids")
-    @classmethod
-    def ids_look_like_ids(cls, value: list[str] | None) -> list[str] | None:
-        for doc_id in value or []:
-            if not doc_id or len(doc_id) > 64:
-                raise ValueError("document ids are 1-64 characters")
-        return value
+    date_from: IsoDate | None = Field(None, description="documents dated on or after (YYYY-MM-DD)")
+    date_to: IsoDate | None = Field(None, description="documents dated on or before (YYYY-MM-DD)")
 
     @field_validator("date_to")
     @classmethod
-    def range_is_ordered(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+    def range_is_ordered(cls, value: str | None, info: ValidationInfo) -> str | None:
         start = info.data.get("date_from")
         if value is not None and start is not None and value < start:
             raise ValueError("date_to is before date_from")
@@ -94,8 +113,8 @@ class FiltersIn(Strict):
             doc_ids=frozenset(self.doc_ids) if self.doc_ids is not None else None,
             exclude_doc_ids=frozenset(self.exclude_doc_ids) if self.exclude_doc_ids is not None else None,
             title_contains=self.title_contains,
-            date_from=self.date_from.isoformat() if self.date_from else None,
-            date_to=self.date_to.isoformat() if self.date_to else None,
+            date_from=self.date_from,
+            date_to=self.date_to,
         )
 
 
@@ -108,7 +127,7 @@ class QuestionIn(Strict):
     question: str = Field(
         min_length=1, max_length=MAX_QUESTION_CHARS, pattern=r"\S", examples=["昌都市有多少名市级以上领导带头抓党建促乡村振兴？"]
     )
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="passages to retrieve (default: server setting)")
+    top_k: TopK | None = Field(None, description="passages to retrieve (default: server setting)")
     filters: FiltersIn | None = None
 
     def filters_or_none(self) -> Filters:
@@ -193,7 +212,7 @@ class SearchResponse(BaseModel):
 class DocumentIn(Strict):
     title: str = Field(min_length=1, max_length=500, pattern=r"\S")
     text: str = Field(min_length=1, max_length=2_000_000, pattern=r"\S")
-    date: dt.date | None = None
+    date: IsoDate | None = None
     url: str | None = Field(None, min_length=1, max_length=2000, description="identity for replacement: same url = new version")
     source: str | None = Field(None, min_length=1, max_length=200)
 
@@ -239,7 +258,7 @@ class FeedbackIn(Strict):
     question: str | None = Field(None, max_length=2000)
     answer: str | None = Field(None, max_length=20_000)
     conversation_id: str | None = Field(None, pattern=CONVERSATION_ID_PATTERN)
-    citations: list[int] | None = Field(None, max_length=50)
+    citations: list[JsonInt] | None = Field(None, max_length=50)
     comment: str | None = Field(None, max_length=2000)
 
 
@@ -265,13 +284,13 @@ class ReadyOut(BaseModel):
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "user", "assistant", "tool", "developer", "function"]
     content: str | list[ContentPart] | None = None
 
@@ -284,11 +303,11 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     """The OpenAI chat request; sampling parameters are accepted and ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field("rag-extractive", max_length=200)
     messages: list[ChatMessage] = Field(min_length=1, max_length=100)
     stream: bool | None = False
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="extension: passages to retrieve")
+    top_k: TopK | None = Field(None, description="extension: passages to retrieve")
 
 
 class ChatChoiceMessage(BaseModel):

@@ -82,7 +82,8 @@ def authorize(principal: Principal, access: Access, request: Request, settings: 
         if access != "widget":
             raise ApiError(403, "the public widget key only allows /ask, /ask/stream and /feedback", field="authorization")
         origin = request.headers.get("origin")
-        if origin is None or origin not in settings.widget_origins:
+        allowed = settings.widget_origins
+        if origin is None or not (origin in allowed or "*" in allowed):
             raise ApiError(403, f"origin {origin!r} may not use the public widget key", field="origin")
         return
     if role == "anonymous" and settings.api_keys:

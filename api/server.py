@@ -52,6 +52,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"no index at {settings.index_dir}: building it from {settings.corpus_dir} ...", file=sys.stderr)
         report = service.add_files([settings.corpus_dir], progress=True)
         print(f"index built: {report.summary()}", file=sys.stderr)
+    store = service.store  # a broken or mismatched index fails here, as one line from the CLI
+    print(f"index {settings.index_dir}: {len(store.documents())} documents, {store.chunk_count()} chunks", file=sys.stderr)
     configure_logging()
     app = create_app(settings, service)
     base = f"http://{display_host(args.host)}:{args.port}"

@@ -32,6 +32,7 @@ class ApiSettings(Settings):
     trust_forwarded_for: bool = Field(False, description="take the client IP from X-Forwarded-For (behind a proxy)")
 
     max_upload_bytes: int = Field(5 * 2**20, ge=1024, description="largest accepted POST /documents body")
+    max_body_bytes: int = Field(2**20, ge=1024, description="largest accepted body on other endpoints")
     max_history_turns: int = Field(8, ge=1, le=100, description="turns kept per conversation")
     conversation_ttl_seconds: float = Field(1800, gt=0, description="a conversation idle this long is forgotten")
     max_conversations: int = Field(10_000, ge=1)

@@ -33,7 +33,7 @@ from rag.config import Settings  # noqa: E402
 from rag.eval.cli import build_index, default_index_dir  # noqa: E402
 from rag.eval.datasets import Dataset, load_dataset  # noqa: E402
 from rag.eval.harness import HttpAnswerer, InProcessAnswerer, evaluate  # noqa: E402
-from rag.eval.report import Report, flatten, headline_table  # noqa: E402
+from rag.eval.report import Report, flatten, headline_table, read_report_dir  # noqa: E402
 from rag.service import RagService  # noqa: E402
 
 SHARED = Path(os.environ.get("RAG_SHARED_DIR", ROOT.parent / "shared"))
@@ -175,8 +175,13 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--top-k", type=int, default=Settings().top_k)
     parser.add_argument("--table", action="store_true", help="only print the README table of the existing reports")
+    parser.add_argument("--render", action="store_true", help="only re-render report.md and the plots of the existing reports")
     args = parser.parse_args()
-    if args.table:
+    if args.render:
+        for name in RUNS.values():
+            if (args.results / name / "report.json").exists():
+                read_report_dir(args.results / name).write(args.results / name)
+    if args.table or args.render:
         print(write_table(args.results))
         return 0
     only = set(args.only.split(","))

@@ -70,6 +70,15 @@ def open_store(settings: Settings) -> IndexStore:
     return FaissBm25Store.load(root)
 
 
+def index_exists(settings: Settings) -> bool:
+    """Whether something has been indexed at the configured location."""
+    try:
+        open_store(settings)
+    except IndexMissing:
+        return False
+    return True
+
+
 def empty_store(settings: Settings, embedder_id: str, dim: int, chunking: dict[str, Any]) -> IndexStore:
     """A new, empty index (nothing is written until it is saved)."""
     if check_store_name(settings.store) == "milvus":

@@ -390,8 +390,8 @@ class MilvusStore:
         except MilvusException as err:
             if not (_is_missing_collection(err) and self._created):
                 raise StoreError(f"Milvus {self.target.collection}: {err.message}") from None
-        self._follow_current()
         try:
+            self._follow_current()
             return op()
         except MilvusException as err:
             raise StoreError(f"Milvus {self.target.collection}: {err.message}") from None
@@ -432,6 +432,8 @@ class MilvusStore:
         try:
             while rows := iterator.next():
                 yield from rows
+        except MilvusException as err:
+            raise StoreError(f"Milvus {self.target.collection}: {err.message}") from None
         finally:
             iterator.close()
 
@@ -458,12 +460,13 @@ class MilvusStore:
         for row in rows:
             parts[row["doc_id"]][int(row["part"])] = row["body"]
             expected[row["doc_id"]] = int(row["parts"])
-        docs = []
-        for doc_id, pieces in parts.items():
-            if len(pieces) != expected[doc_id]:
-                raise StoreError(f"document {doc_id} is incomplete in Milvus (an interrupted write?): add it again or re-index")
-            docs.append(Document.from_dict(json.loads("".join(pieces[i] for i in range(len(pieces))))))
-        return docs
+        # A document whose parts are not all there (being written now, or an interrupted write)
+        # counts as absent; adding it again replaces whatever parts exist.
+        return [
+            Document.from_dict(json.loads("".join(pieces[i] for i in range(len(pieces)))))
+            for doc_id, pieces in parts.items()
+            if len(pieces) == expected[doc_id]
+        ]
 
     def chunk_count(self) -> int:
         return self._cached("count", self._count_chunks)
@@ -532,7 +535,7 @@ class MilvusStore:
                 self.chunks_name, requests, RRFRanker(RRF_K), limit=min(k, MAX_TOPK), output_fields=CHUNK_FIELDS
             )
         )
-        return self._scored(result[0], filters)
+        return self._scored(result[0], filters)[:k]
 
     def _search(self, data: Any, field: str, k: int, filters: Filters, params: Callable[[int], dict[str, Any]]) -> list[ScoredChunk]:
         if not self._created or k <= 0 or (filters.doc_ids is not None and not filters.doc_ids):
@@ -568,18 +571,19 @@ class MilvusStore:
     def with_changes(self, changes: DocChanges) -> MilvusStore:
         """Apply `changes` on the server and return `self` (see the module docstring for
         the order of operations)."""
+        fresh = not self._created  # a new generation: nothing to replace or remove
         n_new = sum(len(chunks) for _, chunks, _, _ in changes.add)
         self._ensure_collections(n_new)
         added_ids = {doc.doc_id for doc, *_ in changes.add}
-        readded = self._existing_doc_ids(added_ids)
-        removed_only = set(changes.remove) - added_ids
+        readded = set() if fresh else self._existing_doc_ids(added_ids)
+        removed_only = set() if fresh else set(changes.remove) - added_ids
         gone_chunks = self._chunks_of_docs(readded | removed_only)
         df_delta: Counter[str] = Counter()
         for chunk in gone_chunks:
             df_delta.subtract(chunk_terms(chunk))
-        self._delete_docs(readded)  # same ids are about to be written again
-        for doc, chunks, tokens, vectors in changes.add:
-            self._insert_document(doc, chunks, np.asarray(vectors, dtype=np.float32))
+        self._delete_docs(readded)  # same ids are about to be inserted again (plain inserts: no id exists twice)
+        self._insert_documents(changes.add)
+        for _, chunks, tokens, _ in changes.add:
             for chunk_tokens in tokens if len(tokens) == len(chunks) else [tokenize(f"{c.title} {c.text}") for c in chunks]:
                 df_delta.update(set(chunk_tokens))
         self._delete_docs(removed_only)
@@ -677,10 +681,12 @@ class MilvusStore:
             self._replace_dense_index(wanted)
 
     def _existing_doc_ids(self, doc_ids: set[str]) -> set[str]:
+        """Ids with a document row or any chunk row (chunks left by an interrupted write count)."""
         found: set[str] = set()
         for batch in _batches(sorted(doc_ids), 1000):
-            rows = self._query(lambda: self.docs_name, f"doc_id in {string_list(batch)} and part == 0", ["doc_id"])
-            found.update(r["doc_id"] for r in rows)
+            expr = f"doc_id in {string_list(batch)}"
+            found.update(r["doc_id"] for r in self._query(lambda: self.docs_name, f"{expr} and part == 0", ["doc_id"]))
+            found.update(r["doc_id"] for r in self._iterate(lambda: self.chunks_name, ["doc_id"], expr))
         return found
 
     def _chunks_of_docs(self, doc_ids: set[str]) -> list[Chunk]:
@@ -697,45 +703,28 @@ class MilvusStore:
             self._call(lambda e=expr: self.client.delete(self.chunks_name, filter=e))
             self._call(lambda e=expr: self.client.delete(self.docs_name, filter=e))
 
-    def _insert_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
-        if len(chunks) != len(vectors):
-            raise StoreError(f"document {doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
+    def _insert_documents(self, added: list[tuple[Document, list[Chunk], Any, Any]]) -> None:
+        """All chunks first, then the document rows: a document is listed only once its
+        chunks are in (chunks orphaned by a crash are found and replaced on the next add)."""
         dim = self.manifest["embedder"]["dim"]
-        if len(vectors) and vectors.shape[1] != dim:
-            raise EmbedderMismatch(f"vectors of dimension {vectors.shape[1]} for an index of dimension {dim}: re-index")
-        rows = [
-            {
-                "chunk_id": c.chunk_id,
-                "doc_id": c.doc_id,
-                "title": c.title,
-                "date": c.date or "",
-                "source": doc.source,
-                "start": c.start,
-                "end": c.end,
-                "text": c.text,
-                "search_text": search_text(c),
-                "dense": v.tolist(),
-            }
-            for c, v in zip(chunks, vectors, strict=True)
-        ]
-        for batch in _batches(rows, INSERT_BATCH):
-            self._call(lambda b=batch: self.client.upsert(self.chunks_name, list(b)))
-        body = json.dumps(doc.to_dict(), ensure_ascii=False)
-        pieces = [body[i : i + DOC_PART_CHARS] for i in range(0, len(body), DOC_PART_CHARS)]
-        parts = [
-            {
-                "part_id": f"{doc.doc_id}#{i}",
-                "doc_id": doc.doc_id,
-                "key": doc.key,
-                "source": doc.source,
-                "part": i,
-                "parts": len(pieces),
-                "body": piece,
-                "_v": DUMMY_VECTOR,
-            }
-            for i, piece in enumerate(pieces)
-        ]
-        self._call(lambda: self.client.upsert(self.docs_name, parts))
+        chunk_rows: Iterator[dict[str, Any]] = (
+            row for doc, chunks, _, vectors in added for row in _chunk_rows(doc, chunks, np.asarray(vectors, dtype=np.float32), dim)
+        )
+        self._insert_batched(lambda: self.chunks_name, chunk_rows)
+        self._insert_batched(lambda: self.docs_name, (row for doc, *_ in added for row in _doc_rows(doc)))
+
+    def _insert_batched(self, collection: Callable[[], str], rows: Iterable[dict[str, Any]]) -> None:
+        """Insert in batches of at most INSERT_BATCH rows or ~8 MB of text."""
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for row in rows:
+            batch.append(row)
+            size += len(row.get("text", "")) + len(row.get("body", ""))
+            if len(batch) == INSERT_BATCH or size > 8_000_000:
+                self._call(lambda b=batch: self.client.insert(collection(), b))
+                batch, size = [], 0
+        if batch:
+            self._call(lambda b=batch: self.client.insert(collection(), b))
 
     def _update_terms(self, delta: Counter[str]) -> None:
         """Read-modify-write of document frequencies (writers are serialised)."""
@@ -779,6 +768,38 @@ class MilvusStore:
         """Every chunk with its stored embedding (for `rag export`)."""
         for row in self._iterate(lambda: self.chunks_name, [*CHUNK_FIELDS, "dense"], batch=batch):
             yield _chunk_from_row(row), np.asarray(row["dense"], dtype=np.float32)
+
+
+def _chunk_rows(doc: Document, chunks: list[Chunk], vectors: np.ndarray, dim: int) -> list[dict[str, Any]]:
+    if len(chunks) != len(vectors):
+        raise StoreError(f"document {doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
+    if len(vectors) and vectors.shape[1] != dim:
+        raise EmbedderMismatch(f"vectors of dimension {vectors.shape[1]} for an index of dimension {dim}: re-index")
+    return [
+        {
+            "chunk_id": c.chunk_id,
+            "doc_id": c.doc_id,
+            "title": c.title,
+            "date": c.date or "",
+            "source": doc.source,
+            "start": c.start,
+            "end": c.end,
+            "text": c.text,
+            "search_text": search_text(c),
+            "dense": v.tolist(),
+        }
+        for c, v in zip(chunks, vectors, strict=True)
+    ]
+
+
+def _doc_rows(doc: Document) -> list[dict[str, Any]]:
+    body = json.dumps(doc.to_dict(), ensure_ascii=False)
+    pieces = [body[i : i + DOC_PART_CHARS] for i in range(0, len(body), DOC_PART_CHARS)]
+    return [
+        {"part_id": f"{doc.doc_id}#{i}", "doc_id": doc.doc_id, "key": doc.key, "source": doc.source}
+        | {"part": i, "parts": len(pieces), "body": piece, "_v": DUMMY_VECTOR}
+        for i, piece in enumerate(pieces)
+    ]
 
 
 def _read_current(client: MilvusClient, target: MilvusTarget) -> tuple[str, dict[str, Any]]:

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP API and the chat widget (builds the index if missing)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    # SUPPRESS: an absent subcommand flag must not overwrite the global `--index`.
+    p.add_argument("--index", type=Path, default=argparse.SUPPRESS, help="index directory")
 
     p = sub.add_parser("eval", help="run a QA benchmark (SQuAD/CMRC JSON or JSONL) and write a report")
     from rag.eval.cli import configure_parser

@@ -29,6 +29,8 @@ class ComposerWeights:
     rank: float = 0.1
     # A sentence with no span of the expected type (no number for 多少) keeps only this share.
     type_floor: float = 0.55
+    # A sentence whose article never names the place asked about keeps only this share.
+    place_floor: float = 0.5
 
 
 @dataclass
@@ -106,6 +108,7 @@ class ExtractiveComposer:
         terms = weighted_query_terms(question, self.idf)
         answer_type = question_type(question)
         unit = question_unit(question)
+        places = question_places(question)
         vectors = self.sentence_vectors(candidates)
         w = self.weights
         for cand, vector in zip(candidates, vectors, strict=True):
@@ -113,7 +116,18 @@ class ExtractiveComposer:
             cand.dense = dense_scale(float(vector @ query_vector)) if vector is not None else dense_scale(cand.hit.dense_score or 0.0)
             cand.type_match = type_match(cand.text, answer_type, unit, question)
             base = w.coverage * cand.coverage + w.dense * cand.dense + w.rank / cand.hit_rank
-            cand.score = base * (w.type_floor + (1 - w.type_floor) * cand.type_match)
+            type_factor = w.type_floor + (1 - w.type_floor) * cand.type_match
+            place_factor = w.place_floor + (1 - w.place_floor) * self.place_match(places, cand)
+            cand.score = base * type_factor * place_factor
+
+    def place_match(self, places: list[str], cand: Candidate) -> float:
+        """Share of the places the question names that the candidate's article mentions:
+        a sentence about 昌都 does not answer a question about 阿里地区."""
+        if not places:
+            return 1.0
+        doc = self.document(cand.hit.chunk.doc_id)
+        context = normalize_width(cand.hit.chunk.title + (doc.text if doc else cand.text))
+        return sum(place in context for place in places) / len(places)
 
     def sentence_vectors(self, candidates: list[Candidate]) -> list[np.ndarray | None]:
         """Sentence embeddings when the composer is set to compute them; otherwise the
@@ -177,6 +191,20 @@ class ExtractiveComposer:
 
 def _overlaps(a: Candidate, b: Candidate) -> bool:
     return a.hit.chunk.doc_id == b.hit.chunk.doc_id and a.start < b.end and b.start < a.end
+
+
+_PLACE_SUFFIXES = ("自治区", "地区", "省", "市", "县", "区", "镇", "乡", "村")
+
+
+def question_places(question: str) -> list[str]:
+    """Place names in the question (jieba ns), without 市/县/地区 suffixes so that
+    阿里地区 also matches 阿里."""
+    places = []
+    for word, flag in pos_words(question):
+        if flag.startswith("ns"):
+            stem = next((word[: -len(s)] for s in _PLACE_SUFFIXES if word.endswith(s) and len(word) - len(s) >= 2), word)
+            places.append(normalize_width(stem))
+    return places
 
 
 def type_match(sentence: str, answer_type: AnswerType, unit: str | None, question: str) -> float:

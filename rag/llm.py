@@ -149,7 +149,7 @@ def strip_thinking(text: str) -> str:
 class LLMClient:
     def __init__(self, config: LLMConfig, breaker: CircuitBreaker | None = None) -> None:
         self.config = config
-        self.breaker = breaker or breaker_for(config.base_url)
+        self._breaker = breaker
         # The openai client retries connection errors, timeouts, 408/409/429 and 5xx with
         # backoff; `timeout` bounds connect and each read (so a stalled stream times out too).
         self._client = openai.OpenAI(
@@ -158,6 +158,12 @@ class LLMClient:
             timeout=httpx.Timeout(config.timeout_s),
             max_retries=config.max_retries,
         )
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The given breaker, else the endpoint's shared one (looked up per call, so
+        `reset_breakers` reaches clients created earlier)."""
+        return self._breaker or breaker_for(self.config.base_url)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LLMClient | None:

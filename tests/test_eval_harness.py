@@ -255,6 +255,19 @@ def test_cited_sentences_from_markers_when_sentences_are_absent() -> None:
     assert [s.quotes for s in sentences] == [["全市共建成1459个"], ["城市600个", ""], []]
 
 
+def test_cited_sentences_skip_sentences_dropped_from_the_answer_text() -> None:
+    answer = {
+        "answer": "全市共建成1459个。[1]",
+        "citations": [{"n": 1, "quote": "全市共建成1459个"}],
+        "sentences": [
+            {"text": "全市共建成1459个。", "citations": [1], "supported": True, "rule": "cited"},
+            {"text": "其中城市有9000个。", "citations": [], "supported": False, "rule": "unsupported_number"},
+        ],
+    }
+    (sentence,) = cited_sentences(answer)
+    assert sentence.quotes == ["全市共建成1459个"]
+
+
 # ---------------------------------------------------------------- malformed datasets
 
 

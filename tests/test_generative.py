@@ -103,8 +103,10 @@ def events_of(service: RagService, question: str = QUESTION) -> list[dict[str, A
 
 
 def done_answer(events: list[dict[str, Any]]) -> dict[str, Any]:
-    assert events[-1]["type"] == "done"
-    return events[-1]["answer"]
+    """The final answer as /ask would return it (JSON)."""
+    assert events[-1]["type"] == "done" and isinstance(events[-1]["answer"], Answer)
+    assert all(e["type"] != "done" for e in events[:-1])
+    return events[-1]["answer"].to_dict()
 
 
 # ---------------------------------------------------------------- scripted cases: whole answers
@@ -511,7 +513,8 @@ def test_marker_stripper_holds_back_partial_markers() -> None:
 def test_numbers_compare_by_value() -> None:
     assert chinese_number("一千四百五十九") == 1459 and chinese_number("四十四") == 44 and chinese_number("十五") == 15
     values = passage_numbers("建成项目1459个，带动群众10.5万余人，八大电视台")
-    assert {1459.0, 105000.0} <= values and 8.0 not in values
+    assert {1459.0, 105000.0} <= set(values) and 8.0 not in values
+    assert values[1459.0] == {"个"} and values[105000.0] == {"人"}
     facts = {f.text: f.value for f in sentence_facts("建成1,459个项目，带动10.5万人，四十四名领导，十分重要")}
     assert facts == {"1,459": 1459.0, "10.5万": 105000.0, "四十四": 44}
 
@@ -540,6 +543,8 @@ def test_verification_rules(embedder: Embedder) -> None:
     assert _verify("然乌村党支部书记是张伟。[1]", embedder)[0][:2] == (False, "unsupported_name")
     assert _verify("政务服务大厅自2021年4月面向公众运行。[3]", embedder)[0][:2] == (False, "unsupported_date")
     assert _verify("全市共建成村级集体经济项目一千四百五十九个。[2]", embedder) == [(True, "cited", [2])]
+    assert _verify("全市共建成村级集体经济项目1459项。[2]", embedder)[0][:2] == (False, "unsupported_number")  # 项 ≠ 个
+    assert _verify("政务服务大厅自2020年4月面向公众运行。[3]", embedder) == [(True, "cited", [3])]
     assert _verify("全市共建成村级集体经济项目1459个。[3]", embedder) == [(True, "reattached", [2])]
     assert _verify("全市共建成村级集体经济项目1459个。", embedder) == [(True, "attached", [2])]
     assert _verify("月球表面的温差非常大，白天很热夜晚很冷。[2]", embedder)[0][:2] == (False, "low_lexical_overlap")

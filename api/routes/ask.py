@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.answering import AnswerEvent, Delta, Done
+from api.answering import AnswerEvent, CitationEvent, Delta, Done, Reset
 from api.context import ApiContext, get_ctx
 from api.errors import ApiError
 from api.followup import Turn, rewrite, turns_from_messages
@@ -50,8 +50,10 @@ def prepare(ctx: ApiContext, body: AskRequest) -> PreparedQuestion:
     question = check_question_length(ctx, body.question)
     conversation_id = body.conversation_id or ctx.conversations.new_id()
     started = time.perf_counter()
-    # Client-sent history wins over the server-side conversation.
-    history = [(m.role, m.content) for m in body.history or []]
+    # Client-sent history wins over the server-side conversation; only the recent turns
+    # matter, and only a question's worth of each (bounds the work a request can cause).
+    recent = (body.history or [])[-2 * ctx.settings.max_history_turns :]
+    history = [(m.role, m.content[: ctx.settings.max_question_chars]) for m in recent]
     turns = turns_from_messages(history) if history else ctx.conversations.turns(conversation_id)
     rewritten = rewrite(question, turns)
     rewrite_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -103,6 +105,14 @@ def citation_dict(citation: Citation) -> dict[str, Any]:
     return asdict(citation)
 
 
+def frame(event: Delta | CitationEvent | Reset) -> str:
+    if isinstance(event, Delta):
+        return sse("delta", {"text": event.text})
+    if isinstance(event, Reset):
+        return sse("reset", {"reason": event.reason})
+    return sse("citation", citation_dict(event.citation))
+
+
 def _start(events: Iterator[AnswerEvent]) -> AnswerEvent | None:
     return next(events, None)
 
@@ -112,14 +122,14 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event", "data"],
     "properties": {
-        "event": {"type": "string", "enum": ["meta", "delta", "citation", "done", "error"]},
+        "event": {"type": "string", "enum": ["meta", "delta", "citation", "reset", "done", "error"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
 }
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `meta`, then `delta` {text} pieces, a `citation` event after each [n] marker, "
-        "and a final `done` event carrying the full /ask response (or `error`).",
+        "`reset` if the text so far is withdrawn, and a final `done` event carrying the full /ask response (or `error`).",
         "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
     },
     **ERROR_RESPONSES,
@@ -136,11 +146,11 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
     ctx = get_ctx(request)
     prepared = prepare(ctx, body)
-    events = await run_in_threadpool(ctx.answerer.stream, prepared.standalone, body.top_k, body.filters_or_none())
+    events = iter(await run_in_threadpool(ctx.answerer.stream, prepared.standalone, body.top_k, body.filters_or_none()))
     # Pull the first event before answering 200, so a bad question still gets a 4xx.
-    first = await run_in_threadpool(_start, iter(events))
+    first = await run_in_threadpool(_start, events)
     return StreamingResponse(
-        stream_events(ctx, request, prepared, iter(events), first),
+        stream_events(ctx, request, prepared, events, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -169,13 +179,15 @@ async def stream_events(
                 counters.stream_events_sent += 1
                 completed = True
                 break
-            yield sse("delta", {"text": event.text}) if isinstance(event, Delta) else sse("citation", citation_dict(event.citation))
+            yield frame(event)
             counters.stream_events_sent += 1
             if delay and isinstance(event, Delta):
                 await asyncio.sleep(delay)
             event = await run_in_threadpool(_start, events)
     except Exception:
         log.exception("stream failed (request %s)", getattr(request.state, "request_id", "?"))
+        counters.streams_failed += 1
+        completed = True  # ended by the server, not abandoned by the client
         yield sse("error", {"error": "internal_error", "message": "the answer could not be completed"})
     finally:
         if completed:

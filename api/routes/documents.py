@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from api.context import ApiContext, get_ctx
@@ -87,6 +88,7 @@ _UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "a .txt, .md, .html or .jsonl file (UTF-8)"}
                     },
@@ -168,7 +170,7 @@ def document_from_json(body: bytes) -> Document:
     except ValidationError as err:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)]) from None
     record = {"title": article.title, "text": article.text, "url": article.url, "source": article.source or "api"}
-    record["date"] = article.date.isoformat() if article.date else None
+    record["date"] = article.date
     return ingest.document_from_record(record, record["source"])
 
 
@@ -180,6 +182,8 @@ async def documents_from_upload(request: Request, body: bytes) -> tuple[list[Doc
         form = await Request(request.scope, replay).form(max_files=1, max_fields=5)
     except MultiPartException as err:
         raise ApiError(422, f"malformed multipart body: {err.message}", field="body") from None
+    except StarletteHTTPException as err:  # Starlette reports multipart problems as 400
+        raise ApiError(422, f"malformed multipart body: {err.detail}", field="body") from None
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ApiError(422, "the multipart body needs a file in the 'file' field", field="file")

@@ -56,7 +56,8 @@ def split_conversation(ctx: ApiContext, body: ChatRequest) -> tuple[str, str | N
         raise ApiError(422, "messages must contain a user message with text", field="messages")
     last = user_turns[-1]
     question = check_question_length(ctx, body.messages[last].text(), field=f"messages.{last}.content")
-    earlier = [(m.role, m.text()) for m in body.messages[:last] if m.role in {"user", "assistant"}]
+    earlier = [(m.role, m.text()[: ctx.settings.max_question_chars]) for m in body.messages[:last] if m.role in {"user", "assistant"}]
+    earlier = earlier[-2 * ctx.settings.max_history_turns :]
     return question, rewrite(question, turns_from_messages(earlier))
 
 
@@ -136,6 +137,8 @@ async def stream_chunks(
                 completion_id, created, model, {}, "stop", citations=citations, refused=answer.refused, rewritten_question=rewritten
             )
             break
+        # OpenAI's protocol cannot withdraw text: an answerer that may Reset should verify
+        # before it streams, or this endpoint would show both versions.
         if isinstance(event, Delta):
             yield _chunk(completion_id, created, model, {"content": event.text})
         event = await run_in_threadpool(next, events, None)

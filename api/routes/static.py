@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse
+
+from api.context import get_ctx
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 router = APIRouter(include_in_schema=False)
 
 
+WIDGET_TAG = '<script src="/widget.js" defer></script>'
+
+
 @router.get("/")
-async def demo_page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+async def demo_page(request: Request) -> HTMLResponse:
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    public_key = get_ctx(request).settings.public_key
+    if public_key:  # when keys are required, the demo's widget uses the public key like any embedding page
+        page = page.replace(WIDGET_TAG, f'<script src="/widget.js" data-key="{html.escape(public_key)}" defer></script>')
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/widget.js")

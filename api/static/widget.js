@@ -74,11 +74,11 @@
 
   var CSS = [
     ":host { all: initial; }",
-    ".root { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000; font: 14px/1.6 -apple-system, 'PingFang SC', 'Noto Sans CJK SC', 'Microsoft YaHei', sans-serif; color: #1f2328; }",
+    ".root { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000; font: 14px/1.6 -apple-system, 'PingFang SC', 'Noto Sans CJK SC', 'Microsoft YaHei', 'WenQuanYi Micro Hei', sans-serif; color: #1f2328; }",
     "button { font: inherit; cursor: pointer; }",
     ".launcher { display: flex; align-items: center; gap: 6px; border: 0; border-radius: 999px; padding: 12px 18px; background: #b4232a; color: #fff; box-shadow: 0 6px 20px rgba(0,0,0,.25); font-size: 15px; }",
     ".launcher:focus-visible, .panel button:focus-visible { outline: 3px solid #f2b705; outline-offset: 2px; }",
-    ".panel { position: absolute; right: 0; bottom: 0; width: 380px; height: min(620px, calc(100vh - 40px)); display: flex; flex-direction: column; background: #fff; border-radius: 14px; box-shadow: 0 12px 40px rgba(0,0,0,.28); overflow: hidden; }",
+    ".panel { position: absolute; right: 0; bottom: 0; width: 380px; height: min(640px, calc(100vh - 40px)); display: flex; flex-direction: column; background: #fff; border-radius: 14px; box-shadow: 0 12px 40px rgba(0,0,0,.28); overflow: hidden; }",
     ".panel[hidden], .launcher[hidden], .quote[hidden] { display: none; }",
     ".head { display: flex; align-items: center; gap: 8px; padding: 12px 14px; background: #b4232a; color: #fff; }",
     ".head h2 { flex: 1; margin: 0; font-size: 16px; font-weight: 600; }",
@@ -97,11 +97,12 @@
     ".actions button[aria-pressed=true] { background: #fde8e8; border-color: #b4232a; }",
     ".actions button:disabled { cursor: default; opacity: .7; }",
     ".actions .note { font-size: 12px; color: #6e7781; }",
-    ".quote { position: absolute; left: 10px; right: 10px; bottom: 78px; max-height: 55%; overflow-y: auto; background: #fffdf5; border: 1px solid #e8d9a8; border-radius: 12px; padding: 12px 14px; box-shadow: 0 8px 24px rgba(0,0,0,.18); }",
+    ".quote { margin-top: 8px; background: #fffdf5; border: 1px solid #e8d9a8; border-radius: 10px; padding: 8px 10px; font-size: 13px; }",
     ".quote .qhead { display: flex; gap: 8px; align-items: flex-start; }",
     ".quote .qtitle { flex: 1; font-weight: 600; }",
     ".quote .qclose { border: 0; background: transparent; font-size: 18px; line-height: 1; padding: 0 4px; }",
-    ".quote blockquote { margin: 8px 0 0; padding-left: 10px; border-left: 3px solid #b4232a; white-space: pre-wrap; }",
+    ".quote blockquote { margin: 6px 0 0; padding-left: 10px; border-left: 3px solid #b4232a; white-space: pre-wrap; color: #57606a; }",
+    ".quote mark { background: #fff1b8; color: #1f2328; padding: 0 1px; }",
     ".form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid #e3e3e6; background: #fff; }",
     ".form textarea { flex: 1; resize: none; height: 44px; padding: 8px 10px; border: 1px solid #d0d7de; border-radius: 10px; font: inherit; color: inherit; }",
     ".form button { border: 0; border-radius: 10px; padding: 0 16px; background: #b4232a; color: #fff; }",
@@ -174,20 +175,6 @@
   log.setAttribute("role", "log");
   log.setAttribute("aria-live", "polite");
 
-  var quote = el("div", "quote");
-  quote.hidden = true;
-  quote.setAttribute("role", "note");
-  var quoteHead = el("div", "qhead");
-  var quoteTitle = el("div", "qtitle");
-  var quoteClose = button("qclose", "×", L.closeQuote, function () {
-    quote.hidden = true;
-  });
-  quoteHead.appendChild(quoteTitle);
-  quoteHead.appendChild(quoteClose);
-  var quoteText = el("blockquote");
-  quote.appendChild(quoteHead);
-  quote.appendChild(quoteText);
-
   var form = el("form", "form");
   var input = el("textarea");
   input.placeholder = L.placeholder;
@@ -200,7 +187,6 @@
 
   panel.appendChild(head);
   panel.appendChild(log);
-  panel.appendChild(quote);
   panel.appendChild(form);
   root.appendChild(launcher);
   root.appendChild(panel);
@@ -211,33 +197,96 @@
 
   // ------------------------------------------------------------ rendering
 
-  function setOpen(open) {
+  function setOpen(open, quiet) {
     state.open = open;
     panel.hidden = !open;
     launcher.hidden = open;
-    saveState();
-    if (open) input.focus();
+    persist();
+    if (open && !quiet) input.focus(); // restoring an open panel on page load must not steal focus
   }
 
   function scrollToEnd() {
     log.scrollTop = log.scrollHeight;
   }
 
-  function showQuote(citation) {
-    quoteTitle.textContent = "[" + citation.n + "] " + L.source + "：" + citation.title;
-    quoteText.textContent = citation.quote;
-    quote.hidden = false;
-    quoteClose.focus();
+  /* The passage a badge points to, shown under the answer with its article title. */
+  function makeQuote() {
+    var box = el("div", "quote");
+    box.hidden = true;
+    box.setAttribute("role", "note");
+    var head = el("div", "qhead");
+    var title = el("div", "qtitle");
+    var close = button("qclose", "×", L.closeQuote, function () {
+      box.hidden = true;
+    });
+    var text = el("blockquote");
+    head.appendChild(title);
+    head.appendChild(close);
+    box.appendChild(head);
+    box.appendChild(text);
+    return { box: box, title: title, text: text, close: close, n: null };
+  }
+
+  function showQuote(message, citation) {
+    var quote = message.quote;
+    if (!quote.box.hidden && quote.n === citation.n) {
+      quote.box.hidden = true; // a second click on the same badge closes it
+      return;
+    }
+    quote.n = citation.n;
+    quote.title.textContent = "[" + citation.n + "] " + L.source + "：" + citation.title;
+    fillQuote(quote.text, citation, (message.context || {})[citation.chunk_id]);
+    quote.box.hidden = false;
+    quote.box.scrollIntoView({ block: "nearest" });
+  }
+
+  var CONTEXT_CHARS = 80;
+
+  /* Keep, for each cited chunk, just the text around its quotes (sessionStorage stays small). */
+  function citedPassages(response) {
+    var context = {};
+    (response.citations || []).forEach(function (c) {
+      var passage = (response.passages || []).filter(function (p) {
+        return p.chunk_id === c.chunk_id;
+      })[0];
+      if (passage && c.start >= passage.start && c.end <= passage.end) context[c.chunk_id] = { start: passage.start, text: passage.text };
+    });
+    return context;
+  }
+
+  /* The quote highlighted in its surrounding passage: text nodes and a <mark>, never markup. */
+  function fillQuote(target, citation, passage) {
+    target.replaceChildren();
+    if (!passage) {
+      target.appendChild(el("mark", null, citation.quote));
+      return;
+    }
+    var from = citation.start - passage.start;
+    var to = citation.end - passage.start;
+    var before = passage.text.slice(Math.max(0, from - CONTEXT_CHARS), from);
+    var after = passage.text.slice(to, to + CONTEXT_CHARS);
+    if (from > CONTEXT_CHARS) before = "…" + before;
+    if (to + CONTEXT_CHARS < passage.text.length) after += "…";
+    target.appendChild(document.createTextNode(before));
+    target.appendChild(el("mark", null, passage.text.slice(from, to)));
+    target.appendChild(document.createTextNode(after));
+  }
+
+  function hideQuotes() {
+    shadow.querySelectorAll(".quote").forEach(function (box) {
+      box.hidden = true;
+    });
   }
 
   /* Answer text with its [n] markers turned into badges; text nodes only. */
-  function renderAnswer(body, text, citations) {
+  function renderAnswer(message) {
+    var body = message.body;
     var byNumber = {};
-    (citations || []).forEach(function (c) {
+    (message.citations || []).forEach(function (c) {
       byNumber[c.n] = c;
     });
     body.replaceChildren();
-    text.split(/(\[\d+\])/).forEach(function (part) {
+    message.text.split(/(\[\d+\])/).forEach(function (part) {
       var marker = /^\[(\d+)\]$/.exec(part);
       if (!marker) {
         if (part) body.appendChild(document.createTextNode(part));
@@ -249,7 +298,7 @@
         return;
       }
       var badge = button("badge", marker[1], L.source + " " + citation.n + "：" + citation.title, function () {
-        showQuote(citation);
+        showQuote(message, citation);
       });
       badge.dataset.n = marker[1];
       body.appendChild(badge);
@@ -281,7 +330,7 @@
   function renderActions(node, message) {
     var actions = el("div", "actions");
     if (!message.refused) {
-      var copy = button("copy", "⧉ " + L.copy, L.copy, function () {
+      var copy = button("copy", "📋 " + L.copy, L.copy, function () {
         copyToClipboard(copyText(message)).then(
           function () {
             copy.textContent = "✓ " + L.copied;
@@ -319,6 +368,8 @@
     node.appendChild(body);
     message.node = node;
     message.body = body;
+    message.quote = makeQuote();
+    node.appendChild(message.quote.box);
     paintBot(message);
     log.appendChild(node);
     return node;
@@ -336,7 +387,7 @@
     } else if (!message.text && message.state === "streaming") {
       message.body.textContent = L.thinking;
     } else {
-      renderAnswer(message.body, message.text, message.citations);
+      renderAnswer(message);
       if (message.state === "interrupted") message.body.appendChild(el("span", "hint", " " + L.interrupted));
     }
     if (message.state === "done" && !node.querySelector(".actions")) renderActions(node, message);
@@ -356,7 +407,7 @@
     /* What sessionStorage keeps of a message (no DOM nodes). */
     var copy = {};
     Object.keys(message).forEach(function (key) {
-      if (key !== "node" && key !== "body") copy[key] = message[key];
+      if (key !== "node" && key !== "body" && key !== "quote") copy[key] = message[key];
     });
     return copy;
   }
@@ -409,6 +460,9 @@
       message.text += data.text;
       message.deltas = (message.deltas || 0) + 1;
       message.node.dataset.deltas = String(message.deltas);
+    } else if (frame.event === "reset") {
+      message.text = "";
+      message.citations = [];
     } else if (frame.event === "citation") {
       message.citations = (message.citations || []).filter(function (c) {
         return c.n !== data.n;
@@ -417,6 +471,7 @@
     } else if (frame.event === "done") {
       message.text = data.answer;
       message.citations = data.citations;
+      message.context = citedPassages(data);
       message.refused = Boolean(data.refused);
       message.question = data.question;
       message.state = "done";
@@ -474,7 +529,7 @@
     if (!question || busy) return;
     busy = true;
     send.disabled = true;
-    quote.hidden = true;
+    hideQuotes();
     var user = { role: "user", text: question };
     var message = { role: "assistant", text: "", citations: [], state: "streaming", asked: question };
     state.messages.push(user, message);
@@ -520,7 +575,6 @@
   function resetConversation() {
     state.messages = [];
     state.conversationId = null;
-    quote.hidden = true;
     persist();
     renderAll();
   }
@@ -542,7 +596,7 @@
   });
   shadow.addEventListener("keydown", function (event) {
     if (event.key === "Escape") {
-      if (!quote.hidden) quote.hidden = true;
+      if (shadow.querySelector(".quote:not([hidden])")) hideQuotes();
       else setOpen(false);
     }
   });
@@ -550,7 +604,7 @@
   function mount() {
     document.body.appendChild(host);
     renderAll();
-    setOpen(Boolean(state.open));
+    setOpen(Boolean(state.open), true);
   }
 
   window.RagWidget = {

@@ -9,11 +9,14 @@ modes must give the same quality numbers on the same index.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag.eval import metrics as m
@@ -275,11 +278,18 @@ def cited_sentences(answer: dict[str, Any]) -> list[m.CitedSentence]:
     """The answer's sentences with the quotes they cite; from `sentences` when the answer has
     them, else by splitting the answer text after each run of [n] markers."""
     quotes = {c.get("n"): str(c.get("quote", "")) for c in answer.get("citations") or []}
-    if answer.get("sentences"):
-        # A marker pointing at no citation counts as a citation without support.
-        return [m.CitedSentence(s.get("text", ""), [quotes.get(n, "") for n in s.get("citations") or []]) for s in answer["sentences"]]
-    sentences: list[m.CitedSentence] = []
     text = answer.get("answer") or ""
+    if answer.get("sentences"):
+        # Only sentences the reader sees: the generative composer also lists the unsupported
+        # sentences it dropped from the answer text. A marker pointing at no citation counts
+        # as a citation without support.
+        shown = strip_markers(text)
+        return [
+            m.CitedSentence(s.get("text", ""), [quotes.get(n, "") for n in s.get("citations") or []])
+            for s in answer["sentences"]
+            if strip_markers(s.get("text", "")).strip() in shown
+        ]
+    sentences: list[m.CitedSentence] = []
     pos = 0
     for group in re.finditer(rf"(?:{CITATION_MARKER.pattern})+", text):
         numbers = [int(n) for n in re.findall(r"\d+", group.group())]
@@ -384,6 +394,7 @@ def evaluate(
         with contextlib.suppress(QuestionFailed):
             answerer.ask(question.question, top_k)
     results: list[QuestionResult] = []
+    load_start = _load_average()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     bar = tqdm(dataset.questions, desc=f"eval {dataset.name}", unit="q", disable=not progress, dynamic_ncols=True)
@@ -393,6 +404,7 @@ def evaluate(
             bar.set_postfix_str(running_summary(results))
     bar.close()
     wall_s = time.perf_counter() - started
+    load_end = _load_average()
     failed = [r for r in results if r.error]
     if len(failed) == len(results):
         raise EvalError(f"all {len(results)} questions failed; the first: {failed[0].error}")
@@ -404,6 +416,9 @@ def evaluate(
         "started_at": started_at,
         "wall_s": round(wall_s, 2),
         "ranking_mismatches": sum(r.ranking_mismatch for r in results),
+        # Latency depends on what else the machine runs: keep the evidence with the numbers.
+        "machine": {"cpus": os.cpu_count(), "load_avg_1min_start": load_start, "load_avg_1min_end": load_end},
+        "git_commit": _git_commit(),
     }
     return Report(
         dataset=describe_dataset(dataset),
@@ -412,6 +427,28 @@ def evaluate(
         recall_curve=recall_curve(results, retrieval_k),
         questions=[asdict(r) for r in results],
     )
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """The project's commit (with "-dirty" for uncommitted changes), or None outside a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def running_summary(results: list[QuestionResult]) -> str:

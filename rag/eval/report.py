@@ -74,6 +74,14 @@ class Report:
         return written
 
 
+def read_report_dir(out_dir: Path) -> Report:
+    """A written report back as a Report (e.g. to re-render report.md and the plots)."""
+    data = load_report(out_dir / "report.json")
+    lines = (out_dir / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line) for line in lines if line.strip()]
+    return Report(data["dataset"], data["run"], data["metrics"], data["recall_curve"], questions)
+
+
 def load_report(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -136,6 +144,12 @@ def markdown(report: Report) -> str:
         f"- errors: {counts['errors']}; answered (not refused) answerable questions: {counts['answered']}; "
         f"questions with retrieval gold: {counts['retrieval_scored']}",
     ]
+    machine = run.get("machine") or {}
+    if machine:
+        lines.append(
+            f"- machine: {machine.get('cpus')} CPUs, 1-min load average {machine.get('load_avg_1min_start')} at the start, "
+            f"{machine.get('load_avg_1min_end')} at the end; code {run.get('git_commit') or 'unknown'}"
+        )
     if run.get("embedder"):
         lines.append(f"- index: {run.get('documents')} documents, {run.get('chunks')} chunks, embedder `{run['embedder']}`")
     if d.get("skipped"):
@@ -185,6 +199,10 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 
 def plot_latency(report: Report, path: Path) -> Path:
+    """Histograms of client end-to-end time and of each service stage on a log axis
+    (latency is long-tailed), with the client p50 and p95 marked."""
+    import numpy as np
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     rows = [q for q in report.questions if not q.get("error")]
@@ -193,18 +211,20 @@ def plot_latency(report: Report, path: Path) -> Path:
         values = [q["timings_ms"][stage] for q in rows if stage in q["timings_ms"]]
         if values:
             series[stage] = values
-    top = max((v for values in series.values() for v in values), default=1.0)
-    bins = [top * i / 40 for i in range(41)]
+    positive = [v for values in series.values() for v in values if v > 0]
+    low, high = (max(min(positive), 0.1), max(positive)) if positive else (0.1, 1.0)
+    bins = np.geomspace(low, max(high, low * 10), 40)
     for label, values in series.items():
-        ax.hist(values, bins=bins, alpha=0.5, label=label)
-    p50, p95 = (report.metrics["latency_ms"].get("client", {}).get(k) for k in ("p50", "p95"))
-    for value, style in ((p50, "-"), (p95, "--")):
-        if value is not None:
-            ax.axvline(value, color="black", linestyle=style, linewidth=1)
-    ax.set_xlabel("ms per question")
+        ax.hist([max(v, low) for v in values], bins=bins, histtype="step", linewidth=1.5, label=label)
+    client = report.metrics["latency_ms"].get("client", {})
+    for key, style in (("p50", "-"), ("p95", "--")):
+        if client.get(key) is not None:
+            ax.axvline(client[key], color="black", linestyle=style, linewidth=1, label=f"client {key} {client[key]:.0f} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per question (log scale)")
     ax.set_ylabel("questions")
-    ax.set_title(f"Latency, {report.dataset['name']} ({report.run['mode']}); lines: client p50, p95")
-    ax.legend()
+    ax.set_title(f"Latency, {report.dataset['name']} ({report.run['mode']}, {len(rows)} questions)")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

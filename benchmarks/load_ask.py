@@ -1,0 +1,201 @@
+"""Load test of POST /ask: N concurrent clients for a fixed time against a real server.
+
+Starts `python -m api.server` on 127.0.0.1 (a free port, rate limits off) over the seed
+index (built into a temporary folder unless --index is given), then runs `--clients`
+asyncio clients that ask the seed dev questions in turn until `--duration` seconds have
+passed (or `--max-requests` were sent). Prints requests/s, latency percentiles and the
+error count, and writes them to benchmarks/results/load_ask.json.
+
+    python benchmarks/load_ask.py [--clients 50] [--duration 30] [--index DIR] [--out FILE]
+
+Loopback only; bounded in time and in count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SEED_QA = ROOT.parent / "shared" / "eval" / "seed_qa_dev.jsonl"
+FALLBACK_QUESTIONS = [
+    "昌都市有多少名市级以上领导带头抓党建促乡村振兴？",
+    "八宿县然乌镇然乌村的党支部书记是谁？",
+    "白玛岗社区一共收集了多少个“微心愿”？",
+    "阿里地区开展了多少期专题培训？",
+    "林芝市的地区生产总值是多少？",
+]
+
+
+def questions() -> list[str]:
+    if SEED_QA.exists():
+        rows = [json.loads(line) for line in SEED_QA.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [row["question"] for row in rows]
+    return FALLBACK_QUESTIONS
+
+
+def build_seed_index(folder: Path) -> Path:
+    from rag.config import Settings
+    from rag.service import RagService
+
+    RagService(Settings(index_dir=folder)).add_files([ROOT / "seeds"])
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(index: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAG_IP_RATE_PER_MINUTE": "0", "RAG_KEY_RATE_PER_MINUTE": "0", "RAG_API_KEYS": "", "RAG_PUBLIC_KEY": ""}
+    command = [sys.executable, "-m", "api.server", "--host", "127.0.0.1", "--port", str(port), "--index", str(index)]
+    with open(log, "w") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited with code {server.returncode}")
+        try:
+            response = httpx.get(f"{url}/ready", timeout=2)
+            if response.status_code == 200:
+                return response.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("server did not become ready")
+
+
+async def client_loop(
+    client: httpx.AsyncClient, offset: int, qs: list[str], deadline: float, budget: list[int], results: list[dict]
+) -> None:
+    i = offset
+    while time.monotonic() < deadline and budget[0] > 0:
+        budget[0] -= 1
+        question = qs[i % len(qs)]
+        i += 1
+        started = time.perf_counter()
+        try:
+            response = await client.post("/ask", json={"question": question})
+            elapsed = (time.perf_counter() - started) * 1000
+            ok = response.status_code == 200
+            body = response.json() if ok else {}
+            results.append(
+                {
+                    "ms": elapsed,
+                    "status": response.status_code,
+                    "server_ms": body.get("timings_ms", {}).get("total"),
+                    "refused": body.get("refused"),
+                }
+            )
+        except (httpx.HTTPError, ValueError) as err:
+            results.append({"ms": (time.perf_counter() - started) * 1000, "status": None, "error": type(err).__name__})
+
+
+async def run_load(url: str, clients: int, duration: float, max_requests: int, qs: list[str]) -> tuple[list[dict], float]:
+    results: list[dict] = []
+    budget = [max_requests]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        started = time.monotonic()
+        deadline = started + duration
+        await asyncio.gather(*(client_loop(client, n, qs, deadline, budget, results) for n in range(clients)))
+        return results, time.monotonic() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def summarise(results: list[dict], elapsed: float, clients: int, duration: float, ready: dict) -> dict:
+    ok = [r for r in results if r["status"] == 200]
+    latencies = [r["ms"] for r in ok]
+    server = [r["server_ms"] for r in ok if r.get("server_ms") is not None]
+    errors = [r for r in results if r["status"] != 200]
+    return {
+        "clients": clients,
+        "duration_s": duration,
+        "elapsed_s": round(elapsed, 2),
+        "requests": len(results),
+        "ok": len(ok),
+        "errors": len(errors),
+        "error_kinds": sorted({str(r.get("error") or r["status"]) for r in errors}),
+        "refused": sum(1 for r in ok if r.get("refused")),
+        "requests_per_s": round(len(ok) / elapsed, 2) if elapsed else 0.0,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50), 1),
+            "p95": round(percentile(latencies, 95), 1),
+            "p99": round(percentile(latencies, 99), 1),
+            "max": round(max(latencies), 1) if latencies else None,
+            "mean": round(statistics.fmean(latencies), 1) if latencies else None,
+        },
+        "server_compute_ms": {"p50": round(percentile(server, 50), 1), "p95": round(percentile(server, 95), 1)},
+        "index": {"documents": ready["documents"], "chunks": ready["chunks"], "embedder": ready["embedder"]},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_after": [round(x, 2) for x in os.getloadavg()]},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (at most 300)")
+    parser.add_argument("--max-requests", type=int, default=100_000)
+    parser.add_argument("--index", type=Path, help="index directory (default: a fresh seed index in a temp folder)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load_ask.json")
+    args = parser.parse_args(argv)
+    duration = min(args.duration, 300.0)
+    qs = questions()
+    with tempfile.TemporaryDirectory(prefix="load-ask-") as tmp:
+        index = args.index or build_seed_index(Path(tmp) / "index")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(index, port, Path(tmp) / "server.log")
+        try:
+            ready = wait_ready(url, server)
+            httpx.post(f"{url}/ask", json={"question": qs[0]}, timeout=120)  # warm caches
+            load_avg_before = [round(x, 2) for x in os.getloadavg()]
+            results, elapsed = asyncio.run(run_load(url, args.clients, duration, args.max_requests, qs))
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    summary = summarise(results, elapsed, args.clients, duration, ready)
+    summary["machine"]["load_avg_before"] = load_avg_before
+    summary["questions"] = len(qs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    lat = summary["latency_ms"]
+    print(
+        f"{summary['requests']} requests in {summary['elapsed_s']} s with {args.clients} clients: "
+        f"{summary['requests_per_s']} req/s, p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, "
+        f"errors {summary['errors']} (server compute p50 {summary['server_compute_ms']['p50']} ms)"
+    )
+    print(f"written to {args.out}")
+    return 0 if summary["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
