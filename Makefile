@@ -36,9 +36,11 @@ index: install
 run: index
 	$(BIN)/rag serve --host $(HOST) --port $(PORT)
 
+# One OpenMP thread for the embedder in tests: on 2 cores shared with the server threads
+# and milvus-lite, OpenMP's spinning made queries 10x slower.
 test: install-test
 	$(BIN)/ruff check rag index api tests benchmarks
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: install-test
 	$(BIN)/python benchmarks/run_all.py

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from api.settings import ApiSettings
-from index.store import current_version
+from index.factory import index_exists
 
 
 class _MessageOnly(logging.Formatter):
@@ -48,7 +48,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     service = RagService(settings)
-    if current_version(settings.index_dir) is None:
+    if not index_exists(settings):
         print(f"no index at {settings.index_dir}: building it from {settings.corpus_dir} ...", file=sys.stderr)
         report = service.add_files([settings.corpus_dir], progress=True)
         print(f"index built: {report.summary()}", file=sys.stderr)

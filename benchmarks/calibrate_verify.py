@@ -78,7 +78,9 @@ def load_corpus(cmrc_docs: int, seed: int) -> tuple[list[Document], list[dict]]:
             docs.append(doc)
             for qa in para["qas"]:
                 answer = qa["answers"][0]
-                questions.append({"question": qa["question"], "answer": answer["text"], "start": answer["answer_start"], "doc_id": doc.doc_id})
+                questions.append(
+                    {"question": qa["question"], "answer": answer["text"], "start": answer["answer_start"], "doc_id": doc.doc_id}
+                )
     return docs, questions
 
 
@@ -149,7 +151,9 @@ def build(docs: list[Document], questions: list[dict], seed: int) -> tuple[list[
         h = half_of(q["doc_id"])
         examples.append(Example(text, home, True, "qa", h))
         spans[text] = (q["start"], q["start"] + len(q["answer"]))
-        others = [a for a in answers_by_doc[q["doc_id"]] if a != q["answer"] and a not in q["answer"] and q["answer"] not in a and len(a) <= 40]
+        others = [
+            a for a in answers_by_doc[q["doc_id"]] if a != q["answer"] and a not in q["answer"] and q["answer"] not in a and len(a) <= 40
+        ]
         if others:
             swapped = statement(q["question"], rng.choice(others))
             if swapped:
@@ -202,7 +206,15 @@ def features(examples: list[Example], passages: list[PromptPassage], checker: Su
         facts = sentence_facts(ex.sentence)
         check = checker.check(ex.sentence, facts, content_terms(ex.sentence), vectors[ex.sentence], [passages[ex.passage].n])
         facts_ok = check.rule not in ("unsupported_number", "unsupported_date", "unsupported_name")
-        rows.append({**ex.__dict__, "facts_ok": facts_ok, "fact_rule": None if facts_ok else check.rule, "lexical": check.lexical, "similarity": check.similarity})
+        rows.append(
+            {
+                **ex.__dict__,
+                "facts_ok": facts_ok,
+                "fact_rule": None if facts_ok else check.rule,
+                "lexical": check.lexical,
+                "similarity": check.similarity,
+            }
+        )
     return rows
 
 

@@ -46,8 +46,11 @@ SERVER_START_TIMEOUT_S = 300
 
 
 def relative(path: Path) -> Path:
-    """Reports name the dataset relative to the project, so they read the same on any machine."""
-    return Path(os.path.relpath(path, ROOT))
+    """Reports name the dataset as ../shared/..., so they read the same on any machine."""
+    try:
+        return Path("../shared") / path.resolve().relative_to(SHARED.resolve())
+    except ValueError:
+        return Path(os.path.relpath(path, ROOT))
 
 
 def load(path: Path, limit: int | None) -> Dataset:

@@ -182,6 +182,10 @@ def run_one(config: str, n: int) -> dict[str, Any]:
             "recall@10": round(float(recall), 4),
         }
     finally:
+        if config.startswith("milvus"):  # stop the embedded server first, or it rewrites files on exit
+            from index.milvus_store import MilvusTarget, disconnect
+
+            disconnect(MilvusTarget(str(workdir / "milvus.db"), collection="scale"))
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -174,6 +174,10 @@ def format_answer(answer: Answer) -> str:
 
 
 def service_with_documents(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A service for a question: the question is checked first, then that there is an index."""
+    from rag.service import validate_question
+
+    validate_question(args.question, Settings().max_question_chars)
     service = make_service(args)
     if not service.store.documents():
         raise StoreError(f"the index at {service.settings.index_dir} is empty: build it with `rag index`")

@@ -18,6 +18,7 @@ Streaming (`compose_stream`) yields event dicts:
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,6 +46,7 @@ from rag.verify import (
 )
 
 Event = dict[str, Any]
+log = logging.getLogger(__name__)
 FOLLOWUP_MAX_TOKENS = 128
 
 
@@ -76,7 +78,9 @@ class GenerativeComposer:
         llm = LLMClient.from_settings(settings)
         if llm is None:
             return None
-        return cls(llm, fallback, cached_embed(embedder), document, settings.llm_context_tokens, settings.llm_max_tokens, thresholds_for(embedder))
+        return cls(
+            llm, fallback, cached_embed(embedder), document, settings.llm_context_tokens, settings.llm_max_tokens, thresholds_for(embedder)
+        )
 
     # ------------------------------------------------------------ whole answers
 
@@ -91,10 +95,14 @@ class GenerativeComposer:
         except LLMError as exc:
             return self._fallback(question, query_vector, hits, exc.reason, exc.message)
         prepared.join()
-        splitter = SentenceSplitter()
-        for sentence in splitter.feed(text) + splitter.flush():
-            verifier.verify(sentence)
-        result = self._assemble(question, hits, prompt, verifier.verdicts)
+        try:
+            splitter = SentenceSplitter()
+            for sentence in splitter.feed(text) + splitter.flush():
+                verifier.verify(sentence)
+            result = self._assemble(question, hits, prompt, verifier.verdicts)
+        except Exception as exc:  # a bug here must not cost the user the answer
+            log.exception("verifying the LLM answer failed")
+            result = ("verification_error", type(exc).__name__)
         return result if isinstance(result, Answer) else self._fallback(question, query_vector, hits, *result)
 
     def prompt(self, question: str, hits: list[Hit]) -> AnswerPrompt:
@@ -106,6 +114,13 @@ class GenerativeComposer:
         if not hits:
             yield from answer_events(self.fallback.compose(question, query_vector, hits))
             return
+        try:
+            yield from self._stream(question, query_vector, hits)
+        except Exception as exc:  # a bug in verification must not cost the user the answer
+            log.exception("verifying the streamed LLM answer failed")
+            yield from self._fallback_events(question, query_vector, hits, "verification_error", type(exc).__name__)
+
+    def _stream(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Iterator[Event]:
         prompt = self.prompt(question, hits)
         verifier = AnswerVerifier(prompt.passages, self.embed, self.thresholds)
         prepared = self._prepare_in_background(verifier)
@@ -274,8 +289,6 @@ def answer_events(answer: Answer) -> Iterator[Event]:
     if answer.refused:
         yield {"type": "delta", "text": answer.answer}
     yield {"type": "done", "answer": answer}
-
-
 
 
 # ---------------------------------------------------------------- follow-up rewriting

@@ -209,6 +209,7 @@ class LLMClient:
         after some deltas were already yielded."""
         self._guard()
         produced = False
+        chunks = None
         try:
             chunks = self._request(messages, True, max_tokens)
             for delta in _without_thinking(_chunk_texts(chunks)):
@@ -224,6 +225,9 @@ class LLMClient:
         except Exception as exc:
             self.breaker.record_failure()
             raise as_llm_error(exc, self.config.timeout_s) from exc
+        finally:
+            if chunks is not None and hasattr(chunks, "close"):
+                chunks.close()  # release the HTTP response (and stop generation server-side)
         self.breaker.record_success()
         if not produced:
             raise LLMError("empty_output", "the LLM stream ended without text")

@@ -88,8 +88,11 @@ class AnswerPrompt:
 
 
 def render_passage(n: int, hit: Hit, text: str) -> str:
+    """[n] 《title》（date） and the text; blank lines inside a passage are closed up so that
+    a blank line only ever separates two passages."""
     date = f"（{hit.chunk.date}）" if hit.chunk.date else ""
-    return PASSAGE_TEMPLATE.format(n=n, title=hit.chunk.title or "无标题", date=date, text=text.strip())
+    body = re.sub(r"\s*\n\s*", "\n", text.strip())
+    return PASSAGE_TEMPLATE.format(n=n, title=hit.chunk.title or "无标题", date=date, text=body)
 
 
 def passage_budget(context_tokens: int, max_answer_tokens: int, question: str) -> int:

@@ -61,6 +61,7 @@ RULE_LEXICAL = "low_lexical_overlap"
 RULE_SIMILARITY = "low_similarity"
 RULE_NO_PASSAGES = "no_passages"
 
+
 class CachedEmbed:
     """An embedding function that remembers the last `size` texts: the same retrieved
     passages come back across questions, and their sentences need embedding only once."""
@@ -97,9 +98,13 @@ class CachedEmbed:
 
 _OPEN, _CLOSE = "[［【", "]］】"
 _OPEN_RE, _CLOSE_RE = re.escape(_OPEN), re.escape(_CLOSE)
-MARKER_RE = re.compile(rf"[ \t]*[{_OPEN_RE}]\s*(?:资料|来源|passage|source)?\s*(\d{{1,3}}(?:\s*[,，、]\s*\d{{1,3}})*)\s*[{_CLOSE_RE}]", re.I)
+MARKER_RE = re.compile(
+    rf"[ \t]*[{_OPEN_RE}]\s*(?:资料|来源|passage|source)?\s*(\d{{1,3}}(?:\s*[,，、]\s*\d{{1,3}})*)\s*[{_CLOSE_RE}]", re.I
+)
 # A suffix that may still grow into a marker (streaming holds it back).
-_PARTIAL_MARKER_RE = re.compile(rf"[ \t]*[{_OPEN_RE}]\s*(?:资|资料|来|来源|p|pa|pas|pass|passa|passag|passage|s|so|sou|sour|sourc|source)?\s*[\d\s,，、]*$", re.I)
+_PARTIAL_MARKER_RE = re.compile(
+    rf"[ \t]*[{_OPEN_RE}]\s*(?:资|资料|来|来源|p|pa|pas|pass|passa|passag|passage|s|so|sou|sour|sourc|source)?\s*[\d\s,，、]*$", re.I
+)
 _TERMINATORS = set(SENTENCE_END) | {"\n"}
 
 
@@ -226,10 +231,35 @@ _ARABIC_RE = re.compile(r"(?<![\d.])(\d+(?:,\d{3})*(?:\.\d+)?)\s*(万|亿)?")
 _CHINESE_RE = re.compile(rf"([{_CN_NUM}]+)(万|亿)?")
 _PERCENT_CN_RE = re.compile(rf"百分之([{_CN_NUM}]+)")
 # Measure words after which a Chinese numeral is a quantity (十分重要, 万一 are not).
-_MEASURE = (*tuple("个名人户期次家项村所元米亩吨岁天届批条支座件场倍位栋辆台棵头只份篇部本张年月日万亿余多"), "小时", "分钟", "公里", "千米", "平方")
+_MEASURE = (
+    *tuple("个名人户期次家项村所元米亩吨岁天届批条支座件场倍位栋辆台棵头只份篇部本张年月日万亿余多"),
+    "小时",
+    "分钟",
+    "公里",
+    "千米",
+    "平方",
+)
 # Measure words a number is compared with (longest first so 人次 wins over 人).
-_UNITS = tuple(sorted({*"个名人户期次家项村所元米亩吨岁天届批条支座件场倍位栋辆台棵头只份篇部本张年月日%",
-                       "人次", "小时", "分钟", "公里", "千米", "平方米", "万元", "亿元", "公顷", "千克", "公斤"}, key=len, reverse=True))
+_UNITS = tuple(
+    sorted(
+        {
+            *"个名人户期次家项村所元米亩吨岁天届批条支座件场倍位栋辆台棵头只份篇部本张年月日%",
+            "人次",
+            "小时",
+            "分钟",
+            "公里",
+            "千米",
+            "平方米",
+            "万元",
+            "亿元",
+            "公顷",
+            "千克",
+            "公斤",
+        },
+        key=len,
+        reverse=True,
+    )
+)
 _DATE_COMPONENT_RE = re.compile(r"(\d{4})年|(\d{1,2})月|(\d{1,2})[日号]")
 
 
@@ -345,7 +375,9 @@ _NUMERAL_TOKEN = re.compile(rf"[\d.,%{_CN_NUM}万亿]+")
 
 
 # Words answers use to talk about the passages or to link sentences, not facts.
-_META_WORDS = frozenset("资料 材料 根据 依据 提到 提及 显示 所述 文中 原文 报道 据悉 此外 另外 总之 综上 综上所述 因此 所以 其中 具体 包括".split())
+_META_WORDS = frozenset(
+    "资料 材料 根据 依据 提到 提及 显示 所述 文中 原文 报道 据悉 此外 另外 总之 综上 综上所述 因此 所以 其中 具体 包括".split()
+)
 
 
 def content_terms(sentence: str) -> dict[str, float]:
@@ -461,7 +493,9 @@ class SupportChecker:
             return Check(False, RULE_SIMILARITY, detail, lexical, similarity, ns, supporters)
         return Check(True, RULE_CITED, "", lexical, similarity, ns, supporters or ns, self._evidence(views, facts, terms, vector))
 
-    def _evidence(self, views: list[PassageView], facts: list[Fact], terms: dict[str, float], vector: np.ndarray | None) -> dict[int, tuple[int, int]]:
+    def _evidence(
+        self, views: list[PassageView], facts: list[Fact], terms: dict[str, float], vector: np.ndarray | None
+    ) -> dict[int, tuple[int, int]]:
         """Per passage, the sentence (or pair) a citation quotes: the one holding most of the
         sentence's facts, then the most similar (embeddings barely see numbers), then the
         shortest."""
@@ -545,7 +579,9 @@ def _verdict(text: str, check: Check, rule: str, citations: list[int]) -> Senten
     return SentenceVerdict(0, text, citations, [], [], True, rule, check.detail, check.lexical, check.similarity, evidence)
 
 
-def verify_answer(text: str, passages: Sequence[PromptPassage], embed: EmbedFn | None, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[SentenceVerdict]:
+def verify_answer(
+    text: str, passages: Sequence[PromptPassage], embed: EmbedFn | None, thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> list[SentenceVerdict]:
     """Verify a whole answer at once (the non-streaming path)."""
     verifier = AnswerVerifier(passages, embed, thresholds)
     splitter = SentenceSplitter()

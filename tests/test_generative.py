@@ -85,8 +85,14 @@ def service(fake: FakeOpenAIServer, seed_index_dir: Path, embedder: Embedder) ->
 
 
 @pytest.fixture(scope="module")
-def hits(seed_service: RagService) -> list[Hit]:
-    return seed_service.search(QUESTION)
+def extractive(seed_index_dir: Path, embedder: Embedder) -> RagService:
+    """No LLM, whatever RAG_LLM_* the environment sets."""
+    return RagService(Settings(index_dir=seed_index_dir, llm_base_url=None), embedder)
+
+
+@pytest.fixture(scope="module")
+def hits(extractive: RagService) -> list[Hit]:
+    return extractive.search(QUESTION)
 
 
 def number_of(hits: list[Hit], text: str) -> int:
@@ -127,7 +133,9 @@ def test_well_cited_answer_is_verified_and_cited(fake: FakeOpenAIServer, service
     assert "fallback" not in answer.to_dict()
 
 
-def test_wrong_citation_number_is_reattached_to_the_supporting_passage(fake: FakeOpenAIServer, service: RagService, hits: list[Hit]) -> None:
+def test_wrong_citation_number_is_reattached_to_the_supporting_passage(
+    fake: FakeOpenAIServer, service: RagService, hits: list[Hit]
+) -> None:
     n, wrong = number_of(hits, FACT), number_without(hits, "1459")
     fake.script(Reply(f"{GOOD_1}[{wrong}]"))
     answer = service.ask(QUESTION)
@@ -350,8 +358,32 @@ def test_stream_faults_end_in_a_fallback_answer(fake: FakeOpenAIServer, service:
     assert not answer["refused"] and "1459" in answer["answer"]
 
 
-def test_stream_without_llm_gives_the_extractive_answer(seed_service: RagService) -> None:
-    events = events_of(seed_service)
+def test_stream_closed_by_the_client_is_not_a_server_failure(fake: FakeOpenAIServer, service: RagService, hits: list[Hit]) -> None:
+    n = number_of(hits, FACT)
+    fake.script(Reply(f"{GOOD_1}[{n}]{GOOD_2}[{n}]", chunk_chars=2), Reply(f"{GOOD_1}[{n}]"))
+    events = service.ask_stream(QUESTION)
+    assert next(e for e in events if e["type"] == "delta")
+    events.close()  # the user went away mid-answer
+    assert breaker_for(fake.base_url).state == "closed"
+    assert service.ask(QUESTION).fallback is None
+
+
+def test_a_verification_bug_falls_back_instead_of_failing(
+    fake: FakeOpenAIServer, service: RagService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: object, sentence: RawSentence) -> None:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr("rag.generative.AnswerVerifier.verify", broken)
+    fake.script(Reply(f"{GOOD_1}[1]"), Reply(f"{GOOD_1}[1]"))
+    answer = service.ask(QUESTION)
+    assert answer.fallback == "extractive" and answer.fallback_reason == "verification_error: ZeroDivisionError"
+    streamed = done_answer(events_of(service))
+    assert streamed["fallback_reason"] == "verification_error: ZeroDivisionError" and "1459" in streamed["answer"]
+
+
+def test_stream_without_llm_gives_the_extractive_answer(extractive: RagService) -> None:
+    events = events_of(extractive)
     answer = done_answer(events)
     assert "fallback" not in answer and "1459" in answer["answer"]
     assert "".join(e["text"] for e in events if e["type"] == "delta") == "".join(s["text"] for s in answer["sentences"])
@@ -367,9 +399,9 @@ def test_stream_rejects_a_bad_question_before_streaming(service: RagService) -> 
 # ---------------------------------------------------------------- configuration and prompts
 
 
-def test_composer_is_generative_only_when_an_llm_is_configured(service: RagService, seed_service: RagService) -> None:
+def test_composer_is_generative_only_when_an_llm_is_configured(service: RagService, extractive: RagService) -> None:
     assert isinstance(service.composer(), GenerativeComposer)
-    assert isinstance(seed_service.composer(), ExtractiveComposer)
+    assert isinstance(extractive.composer(), ExtractiveComposer)
 
 
 def test_request_carries_the_prompt_and_settings(fake: FakeOpenAIServer, service: RagService, hits: list[Hit]) -> None:
@@ -386,7 +418,10 @@ def test_request_carries_the_prompt_and_settings(fake: FakeOpenAIServer, service
     assert content.rstrip().endswith("每句话末尾标注资料编号。") and f"问题：{QUESTION}" in content
     positions = [content.index(f"[{n}] 《{h.chunk.title}》") for n, h in enumerate(hits, 1)]
     assert positions == sorted(positions)  # numbered in rank order
-    assert all(h.chunk.text.strip() in content for h in hits)
+    passages = content.split("\n\n问题：")[0].removeprefix("资料：\n").split("\n\n")
+    assert len(passages) == len(hits)  # a blank line separates passages and nothing else
+    for block, hit in zip(passages, hits, strict=True):
+        assert "".join(block.split("\n", 1)[1].split()) == "".join(hit.chunk.text.split())  # the whole passage
 
 
 def test_approx_tokens_counts_cjk_chars_latin_words_and_digit_groups() -> None:
@@ -440,8 +475,8 @@ def test_followup_is_rewritten_by_the_llm(fake: FakeOpenAIServer, service: RagSe
     assert request["body"]["max_tokens"] == 128
 
 
-def test_followup_rewrite_gives_none_when_it_cannot(fake: FakeOpenAIServer, service: RagService, seed_service: RagService) -> None:
-    assert seed_service.rewrite_followup(HISTORY, "他是谁？") is None  # no LLM configured
+def test_followup_rewrite_gives_none_when_it_cannot(fake: FakeOpenAIServer, service: RagService, extractive: RagService) -> None:
+    assert extractive.rewrite_followup(HISTORY, "他是谁？") is None  # no LLM configured
     fake.script(Reply(status=500))
     assert service.rewrite_followup(HISTORY, "他是谁？") is None
     fake.script(Reply(""))
@@ -556,13 +591,13 @@ def test_verification_without_passages() -> None:
     assert not verdict.supported and verdict.rule == "no_passages" and verdict.invalid_markers == [1]
 
 
-def test_generative_composer_directly(fake: FakeOpenAIServer, seed_service: RagService, hits: list[Hit]) -> None:
+def test_generative_composer_directly(fake: FakeOpenAIServer, extractive: RagService, hits: list[Hit]) -> None:
     """The composer works without the service too (same compose signature as the extractive one)."""
     client = LLMClient(LLMConfig(fake.base_url, max_retries=0), CircuitBreaker())
-    extractive = seed_service.extractive_composer()
-    composer = GenerativeComposer(client, extractive, seed_service.embedder.embed_passages, seed_service.store.document)
+    fallback = extractive.extractive_composer()
+    composer = GenerativeComposer(client, fallback, extractive.embedder.embed_passages, extractive.store.document)
     fake.script(Reply(f"{GOOD_1}[{number_of(hits, FACT)}]"))
-    query_vector: np.ndarray = seed_service.retriever().query_vector(QUESTION)
+    query_vector: np.ndarray = extractive.retriever().query_vector(QUESTION)
     answer = composer.compose(QUESTION, query_vector, hits)
     assert isinstance(answer, Answer) and answer.sentences[0].supported
     empty = composer.compose(QUESTION, query_vector, [])
