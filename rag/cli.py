@@ -166,6 +166,8 @@ def format_hits(hits: list[Hit]) -> str:
 
 def format_answer(answer: Answer) -> str:
     lines = [answer.answer]
+    if answer.fallback:
+        lines.insert(0, f"(LLM answer abandoned: {answer.fallback_reason}; {answer.fallback} answer below)")
     if answer.short_answer:
         lines.append(f"短答案: {answer.short_answer}")
     for c in answer.citations:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from index.factory import IndexMissing, IndexStore, empty_store, open_store
 from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, Filters, StoreError, write_lock
 from rag.chunking import ChunkingParams, chunk_document
@@ -234,20 +236,28 @@ class RagService:
         question = validate_question(question, self.settings.max_question_chars)
         return self.retriever().search(question, top_k or self.settings.top_k, filters, mode)
 
-    def ask(self, question: str, top_k: int | None = None, filters: Filters = NO_FILTERS) -> Answer:
+    def _retrieve(self, question: str, top_k: int | None, filters: Filters) -> tuple[str, np.ndarray, list[Hit], float, float]:
+        """Validated question, its vector, the hits, and the start/end times of retrieval."""
         question = validate_question(question, self.settings.max_question_chars)
         started = time.perf_counter()
         retriever = self.retriever()
         query_vector = retriever.query_vector(question)
         hits = retriever.search(question, top_k or self.settings.top_k, filters, query_vector=query_vector)
-        retrieved = time.perf_counter()
-        answer = self.composer().compose(question, query_vector, hits)
+        return question, query_vector, hits, started, time.perf_counter()
+
+    @staticmethod
+    def _timings(started: float, retrieved: float) -> dict[str, float]:
         done = time.perf_counter()
-        answer.timings_ms = {
+        return {
             "retrieve": round((retrieved - started) * 1000, 1),
             "compose": round((done - retrieved) * 1000, 1),
             "total": round((done - started) * 1000, 1),
         }
+
+    def ask(self, question: str, top_k: int | None = None, filters: Filters = NO_FILTERS) -> Answer:
+        question, query_vector, hits, started, retrieved = self._retrieve(question, top_k, filters)
+        answer = self.composer().compose(question, query_vector, hits)
+        answer.timings_ms = self._timings(started, retrieved)
         return answer
 
     def ask_stream(self, question: str, top_k: int | None = None, filters: Filters = NO_FILTERS) -> Iterator[dict[str, Any]]:
@@ -258,12 +268,7 @@ class RagService:
         input raises here, not mid-stream."""
         from rag.generative import GenerativeComposer, answer_events
 
-        question = validate_question(question, self.settings.max_question_chars)
-        started = time.perf_counter()
-        retriever = self.retriever()
-        query_vector = retriever.query_vector(question)
-        hits = retriever.search(question, top_k or self.settings.top_k, filters, query_vector=query_vector)
-        retrieved = time.perf_counter()
+        question, query_vector, hits, started, retrieved = self._retrieve(question, top_k, filters)
         composer = self.composer()
 
         def events() -> Iterator[dict[str, Any]]:
@@ -273,13 +278,7 @@ class RagService:
                 stream = answer_events(composer.compose(question, query_vector, hits))
             for event in stream:
                 if event["type"] == "done":
-                    answer: Answer = event["answer"]
-                    done = time.perf_counter()
-                    answer.timings_ms = {
-                        "retrieve": round((retrieved - started) * 1000, 1),
-                        "compose": round((done - retrieved) * 1000, 1),
-                        "total": round((done - started) * 1000, 1),
-                    }
+                    event["answer"].timings_ms = self._timings(started, retrieved)
                 yield event
 
         return events()
