@@ -8,7 +8,9 @@ Two kinds of follow-up are recognised:
   the previous question, or the person the previous answer named.
 
 Anything else is taken as a standalone question (`rewrite` returns None). The rules only
-need word segmentation (jieba), so they cost microseconds and never call a model.
+need word segmentation (jieba), so they cost microseconds and never call a model. With an
+LLM configured the routes ask it first (`RagService.rewrite_followup`, given the turns as
+messages from `turns_as_messages`) and fall back to these rules.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ _EN_STOP = {"How", "What", "Which", "Who", "When", "Where", "Why", "Is", "Are", 
 
 @dataclass(frozen=True)
 class Turn:
-    """One earlier exchange: the standalone question and the short answer it got."""
+    """One earlier exchange: the standalone question and the short answer it got (and the
+    whole answer, which an LLM rewriting a follow-up reads)."""
 
     question: str
     short_answer: str | None = None
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,17 @@ def turns_from_messages(messages: Iterable[tuple[str, str]]) -> list[Turn]:
         if role == "user" and content.strip():
             turns.append(Turn(rewrite(content, turns) or content.strip()))
     return turns
+
+
+def turns_as_messages(turns: Iterable[Turn]) -> list[dict[str, str]]:
+    """Earlier turns as OpenAI-style messages (for an LLM rewriting the next follow-up)."""
+    messages: list[dict[str, str]] = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn.question})
+        reply = turn.answer or turn.short_answer
+        if reply:
+            messages.append({"role": "assistant", "content": reply})
+    return messages
 
 
 # ---------------------------------------------------------------- ellipsis

@@ -181,13 +181,14 @@ class PassageOut(BaseModel):
 class SentenceOut(BaseModel):
     text: str
     citations: list[int]
-    supported: bool
-    rule: str
+    supported: bool = Field(description="a generated sentence its cited passage supports (unsupported ones are left out of `answer`)")
+    rule: str = Field(description="what decided: extractive, cited, reattached, attached, refusal, no_claim, unsupported_number, ...")
 
 
 class AskResponse(BaseModel):
     question: str = Field(description="the question as asked")
     rewritten_question: str | None = Field(None, description="the standalone question actually answered, when a follow-up was rewritten")
+    rewritten_by: Literal["llm", "rules"] | None = Field(None, description="what rewrote the follow-up: the configured LLM or the rules")
     conversation_id: str
     answer: str = Field(description="answer text with [n] citation markers")
     short_answer: str | None
@@ -197,6 +198,8 @@ class AskResponse(BaseModel):
     sentences: list[SentenceOut]
     passages: list[PassageOut]
     timings_ms: dict[str, float] = Field(description="retrieve, compose, total (and rewrite when a follow-up was rewritten)")
+    fallback: Literal["extractive"] | None = Field(None, description="set when the configured LLM's answer could not be used")
+    fallback_reason: str | None = Field(None, description="why, e.g. `timeout: …`, `http_500: …`, `unsupported: …`")
 
 
 class SearchResponse(BaseModel):
@@ -337,6 +340,10 @@ class ChatCompletion(BaseModel):
     citations: list[CitationOut] = Field(description="extension: the sources behind the [n] markers in the content")
     refused: bool
     rewritten_question: str | None = None
+    rewritten_by: Literal["llm", "rules"] | None = None
+    sentences: list[SentenceOut] | None = Field(None, description="extension: each answer sentence with its verification verdict")
+    fallback: Literal["extractive"] | None = Field(None, description="extension: set when the configured LLM's answer could not be used")
+    fallback_reason: str | None = None
 
 
 class ModelCard(BaseModel):

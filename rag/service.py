@@ -276,10 +276,13 @@ class RagService:
                 stream = composer.compose_stream(question, query_vector, hits)
             else:
                 stream = answer_events(composer.compose(question, query_vector, hits))
-            for event in stream:
-                if event["type"] == "done":
-                    event["answer"].timings_ms = self._timings(started, retrieved)
-                yield event
+            try:
+                for event in stream:
+                    if event["type"] == "done":
+                        event["answer"].timings_ms = self._timings(started, retrieved)
+                    yield event
+            finally:
+                stream.close()  # a client that leaves must stop the LLM stream now, not at GC
 
         return events()
 

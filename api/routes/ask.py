@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.answering import AnswerEvent, CitationEvent, Delta, Done, Reset
+from api.answering import AnswerEvent, CitationEvent, Delta, Done, Reset, SentenceEvent
 from api.context import ApiContext, get_ctx
 from api.errors import ApiError
-from api.followup import Turn, rewrite, turns_from_messages
+from api.followup import Turn, rewrite, turns_as_messages, turns_from_messages
 from api.schemas import ERROR_RESPONSES, AskRequest, AskResponse, SearchRequest, SearchResponse
 from api.security import json_body, require
 from rag.types import Answer, Citation
@@ -33,6 +33,7 @@ class PreparedQuestion:
     rewritten: str | None
     conversation_id: str
     rewrite_ms: float
+    rewritten_by: str | None = None  # "llm" or "rules" when the question was rewritten
 
 
 def check_question_length(ctx: ApiContext, question: str, field: str = "question") -> str:
@@ -45,7 +46,7 @@ def check_question_length(ctx: ApiContext, question: str, field: str = "question
     return question
 
 
-def prepare(ctx: ApiContext, body: AskRequest) -> PreparedQuestion:
+async def prepare(ctx: ApiContext, body: AskRequest) -> PreparedQuestion:
     """Validate against the server's limit, then rewrite a follow-up into a standalone question."""
     question = check_question_length(ctx, body.question)
     conversation_id = body.conversation_id or ctx.conversations.new_id()
@@ -54,24 +55,52 @@ def prepare(ctx: ApiContext, body: AskRequest) -> PreparedQuestion:
     # matter, and only a question's worth of each (bounds the work a request can cause).
     recent = (body.history or [])[-2 * ctx.settings.max_history_turns :]
     history = [(m.role, m.content[: ctx.settings.max_question_chars]) for m in recent]
-    turns = turns_from_messages(history) if history else ctx.conversations.turns(conversation_id)
-    rewritten = rewrite(question, turns)
+    if history:
+        turns = turns_from_messages(history)
+        messages = [{"role": role, "content": content} for role, content in history]
+    else:
+        turns = ctx.conversations.turns(conversation_id)
+        messages = turns_as_messages(turns)
+    rewritten, rewritten_by = await standalone_question(ctx, question, messages, turns)
     rewrite_ms = round((time.perf_counter() - started) * 1000, 1)
-    return PreparedQuestion(question, rewritten or question, rewritten, conversation_id, rewrite_ms)
+    return PreparedQuestion(question, rewritten or question, rewritten, conversation_id, rewrite_ms, rewritten_by)
+
+
+async def standalone_question(
+    ctx: ApiContext, question: str, messages: list[dict[str, str]], turns: list[Turn]
+) -> tuple[str | None, str | None]:
+    """(rewritten question, "llm" | "rules") for a follow-up, (None, None) for a question that
+    stands alone. With an LLM configured it rewrites first; when it fails or leaves the
+    question as it is, the rule-based rewrite decides."""
+    if not turns:
+        return None, None  # nothing earlier to resolve against
+    if ctx.service.settings.llm_base_url:
+        try:
+            by_llm = await run_in_threadpool(ctx.service.rewrite_followup, messages, question)
+        except Exception:  # the rules still work; a broken LLM setup must not cost the answer
+            log.exception("LLM follow-up rewrite failed")
+            by_llm = None
+        if by_llm and by_llm != question:
+            return by_llm, "llm"
+    rewritten = rewrite(question, turns)
+    return (rewritten, "rules") if rewritten else (None, None)
 
 
 def remember(ctx: ApiContext, prepared: PreparedQuestion, answer: Answer) -> None:
-    ctx.conversations.append(prepared.conversation_id, Turn(prepared.standalone, None if answer.refused else answer.short_answer))
+    turn = Turn(prepared.standalone) if answer.refused else Turn(prepared.standalone, answer.short_answer, answer.answer)
+    ctx.conversations.append(prepared.conversation_id, turn)
 
 
 def ask_payload(prepared: PreparedQuestion, answer: Answer) -> dict[str, Any]:
-    payload = answer.to_dict()
+    """The /ask response (also the `done` event of /ask/stream, so both have every field)."""
+    payload = {"fallback": None, "fallback_reason": None, **answer.to_dict()}
     timings = dict(payload["timings_ms"])
     if prepared.rewritten:
         timings["rewrite"] = prepared.rewrite_ms
     payload.update(
         question=prepared.asked,
         rewritten_question=prepared.rewritten,
+        rewritten_by=prepared.rewritten_by,
         conversation_id=prepared.conversation_id,
         timings_ms=timings,
     )
@@ -87,7 +116,7 @@ def ask_payload(prepared: PreparedQuestion, answer: Answer) -> dict[str, Any]:
 )
 async def ask(body: AskRequest, request: Request) -> dict[str, Any]:
     ctx = get_ctx(request)
-    prepared = prepare(ctx, body)
+    prepared = await prepare(ctx, body)
     answer = await run_in_threadpool(ctx.answerer.answer, prepared.standalone, body.top_k, body.filters_or_none())
     remember(ctx, prepared, answer)
     request.state.timings = answer.timings_ms
@@ -105,11 +134,13 @@ def citation_dict(citation: Citation) -> dict[str, Any]:
     return asdict(citation)
 
 
-def frame(event: Delta | CitationEvent | Reset) -> str:
+def frame(event: Delta | CitationEvent | Reset | SentenceEvent) -> str:
     if isinstance(event, Delta):
         return sse("delta", {"text": event.text})
     if isinstance(event, Reset):
         return sse("reset", {"reason": event.reason})
+    if isinstance(event, SentenceEvent):
+        return sse("sentence", event.to_dict())
     return sse("citation", citation_dict(event.citation))
 
 
@@ -122,14 +153,17 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event", "data"],
     "properties": {
-        "event": {"type": "string", "enum": ["meta", "delta", "citation", "reset", "done", "error"]},
+        "event": {"type": "string", "enum": ["meta", "delta", "citation", "sentence", "reset", "done", "error"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
 }
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `meta`, then `delta` {text} pieces, a `citation` event after each [n] marker, "
-        "`reset` if the text so far is withdrawn, and a final `done` event carrying the full /ask response (or `error`).",
+        "with an LLM configured a `sentence` event {index, text, citations, supported, rule, detail, removed_markers} once "
+        "each generated sentence is verified (unsupported ones are left out of the final answer), "
+        "`reset` if the text so far is withdrawn (the extractive answer follows), "
+        "and a final `done` event carrying the full /ask response (or `error`).",
         "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
     },
     **ERROR_RESPONSES,
@@ -145,7 +179,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
     ctx = get_ctx(request)
-    prepared = prepare(ctx, body)
+    prepared = await prepare(ctx, body)
     events = iter(await run_in_threadpool(ctx.answerer.stream, prepared.standalone, body.top_k, body.filters_or_none()))
     # Pull the first event before answering 200, so a bad question still gets a 4xx.
     first = await run_in_threadpool(_start, events)
@@ -166,7 +200,13 @@ async def stream_events(
     delay = ctx.settings.stream_delay_ms / 1000
     try:
         yield sse(
-            "meta", {"conversation_id": prepared.conversation_id, "question": prepared.asked, "rewritten_question": prepared.rewritten}
+            "meta",
+            {
+                "conversation_id": prepared.conversation_id,
+                "question": prepared.asked,
+                "rewritten_question": prepared.rewritten,
+                "rewritten_by": prepared.rewritten_by,
+            },
         )
         event = first
         while event is not None:

@@ -212,7 +212,18 @@ class HttpAnswerer:
 
     def describe(self) -> dict[str, Any]:
         ranked_from = "/search" if self._search_available else "/ask"
-        return {"mode": self.mode, "url": self.url, "ranked_list_from": ranked_from, "rate_limited_retries": self.rate_limited}
+        info = {"mode": self.mode, "url": self.url, "ranked_list_from": ranked_from, "rate_limited_retries": self.rate_limited}
+        return {**info, **self._server_index()}
+
+    def _server_index(self) -> dict[str, Any]:
+        """documents, chunks and embedder from GET /ready, when the server reports them."""
+        import httpx
+
+        try:
+            data = self.client.get("/ready").json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        return {k: data[k] for k in ("documents", "chunks", "embedder", "index_kind") if isinstance(data, dict) and k in data}
 
 
 def _passages_of(data: Any) -> list[dict[str, Any]] | None:
