@@ -234,7 +234,7 @@ def test_question_the_service_rejects_is_recorded_not_fatal(seed_service: RagSer
         {"id": "long", "question": too_long, "answers": ["x"]},
     ]
     path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
-    report = evaluate(load_dataset(path), InProcessAnswerer(seed_service), warmup=0)
+    report = evaluate(path, InProcessAnswerer(seed_service), warmup=0)  # a path works as well as a Dataset
     assert report.metrics["counts"]["errors"] == 1
     failed = next(q for q in report.questions if q["qid"] == "long")
     assert "characters long" in failed["error"]

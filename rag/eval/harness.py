@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag.eval import metrics as m
-from rag.eval.datasets import Dataset, EvalQuestion
+from rag.eval.datasets import Dataset, EvalQuestion, load_dataset
 from rag.eval.report import Report
 
 if TYPE_CHECKING:
@@ -386,7 +386,7 @@ def run_question(question: EvalQuestion, answerer: Answerer, top_k: int, retriev
 
 
 def evaluate(
-    dataset: Dataset,
+    dataset: Dataset | str | Path,
     answerer: Answerer,
     *,
     top_k: int = 5,
@@ -394,13 +394,15 @@ def evaluate(
     progress: bool = False,
     warmup: int = 1,
 ) -> Report:
-    """Ask every question of `dataset` (answers with `top_k` passages; retrieval metrics on
+    """Ask every question of `dataset` (a Dataset or a dataset file; answers with `top_k` passages; retrieval metrics on
     the top `retrieval_k`) and return the scored Report.
 
     The first `warmup` questions are asked once before the timed run and not scored, so
     loading the embedder and tokenizer does not land in the latency percentiles."""
     from tqdm import tqdm
 
+    if not isinstance(dataset, Dataset):
+        dataset = load_dataset(Path(dataset))
     for question in dataset.questions[:warmup]:
         with contextlib.suppress(QuestionFailed):
             answerer.ask(question.question, top_k)
