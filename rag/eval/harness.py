@@ -274,6 +274,7 @@ class QuestionResult:
     citations: int = 0
     sentences: int = 0
     supported_sentences: int | None = None  # sentences the composer flags as supported
+    flagged_sentences: int = 0  # sentences with a verdict, including those dropped from the answer text
     generative_sentences: int = 0  # sentences whose rule is not "extractive"
     fallback: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -338,6 +339,7 @@ def score_answer(result: QuestionResult, question: EvalQuestion, answer: dict[st
     flagged = [s for s in answer.get("sentences") or [] if "supported" in s] if not result.refused else []
     if flagged:
         result.supported_sentences = sum(bool(s["supported"]) for s in flagged)
+        result.flagged_sentences = len(flagged)
         result.generative_sentences = sum(s.get("rule", "extractive") != "extractive" for s in flagged)
     if not question.answerable:
         return
@@ -540,7 +542,7 @@ def summarize(results: list[QuestionResult], retrieval_k: int = RETRIEVAL_K) -> 
     }
     flagged = [r for r in ok if r.supported_sentences is not None]
     if any(r.generative_sentences for r in flagged):
-        answer["supported_sentence_rate"] = _ratio(sum(r.supported_sentences or 0 for r in flagged), sum(r.sentences for r in flagged))
+        answer["supported_sentence_rate"] = _ratio(sum(r.supported_sentences or 0 for r in flagged), sum(r.flagged_sentences for r in flagged))
     if any(r.fallback for r in ok):
         answer["fallback_rate"] = _ratio(sum(bool(r.fallback) for r in ok), len(ok))
     return {

@@ -29,8 +29,8 @@ DEFINITIONS: dict[str, str] = {
     "citation recall": "per answered answerable question: sentences with at least one supporting citation / all sentences; mean",
     "refusal_rate": "share of unanswerable questions the service refused",
     "false_refusal_rate": "share of answerable questions the service refused",
-    "supported_sentence_rate": "sentences the composer itself flags as supported / all sentences of answered questions "
-    "(only reported for generative answers)",
+    "supported_sentence_rate": "sentences the composer itself flags as supported / all sentences it judged, including "
+    "unsupported ones it dropped from the answer text (only reported for generative answers)",
     "latency_ms": "per stage as reported by the service (timings_ms: retrieve, compose, total) and 'client': wall time of "
     "the /ask call seen by the harness (in-process: the Python call; HTTP: the request); p50/p95/p99 linear-interpolated",
     "throughput_qps": "answered questions / summed client time of the /ask calls (one sequential client)",
