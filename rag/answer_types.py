@@ -94,12 +94,13 @@ def person_spans(sentence: str) -> list[Span]:
         if tail:
             name = _trim_name(tail.group())
             spans.append(Span(role.end(), role.end() + len(name), name))
-    return spans
+    # jieba splits long Tibetan names (阿旺 | 洛桑): keep the longest of overlapping spans.
+    return [s for s in spans if not any(o.start <= s.start and s.end <= o.end and o.end - o.start > s.end - s.start for o in spans)]
 
 
 def _trim_name(candidate: str) -> str:
     # Names end before verbs that usually follow them in news prose.
-    cut = re.search(r"(?:告诉|介绍|说|表示|带领|看着|指出|认为|兴奋|自豪|满怀|深入|在|的|是|和|等)", candidate)
+    cut = re.search(r"(?:如是|告诉|介绍|说|表示|带领|看着|指出|认为|兴奋|自豪|满怀|深入|在|的|是|和|等)", candidate)
     return candidate[: cut.start()] if cut and cut.start() >= 2 else candidate
 
 
@@ -111,6 +112,18 @@ def place_spans(sentence: str) -> list[Span]:
             spans.append(Span(pos, pos + len(word), word))
         pos += len(word)
     return spans
+
+
+_PLACE_SUFFIXES = ("自治区", "地区", "省", "市", "县", "区", "镇", "乡", "村")
+
+
+def place_stems(text: str) -> list[str]:
+    """Place names (jieba ns) without 市/县/地区 suffixes, so 阿里地区 also matches 阿里."""
+    stems = []
+    for word, flag in pos_words(text):
+        if flag.startswith("ns"):
+            stems.append(next((word[: -len(s)] for s in _PLACE_SUFFIXES if word.endswith(s) and len(word) - len(s) >= 2), word))
+    return stems
 
 
 def typed_spans(sentence: str, answer_type: AnswerType) -> list[Span]:

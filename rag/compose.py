@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answer_types import WH_WORDS, AnswerType, Span, question_type, question_unit, typed_spans
+from rag.answer_types import WH_WORDS, AnswerType, Span, place_stems, question_type, question_unit, typed_spans
 from rag.text import normalize_width, sentence_spans
 from rag.tokenize import STOPWORDS, pos_words, tokenize
 from rag.types import Answer, AnswerSentence, Citation, Document, Hit
@@ -193,18 +193,8 @@ def _overlaps(a: Candidate, b: Candidate) -> bool:
     return a.hit.chunk.doc_id == b.hit.chunk.doc_id and a.start < b.end and b.start < a.end
 
 
-_PLACE_SUFFIXES = ("自治区", "地区", "省", "市", "县", "区", "镇", "乡", "村")
-
-
 def question_places(question: str) -> list[str]:
-    """Place names in the question (jieba ns), without 市/县/地区 suffixes so that
-    阿里地区 also matches 阿里."""
-    places = []
-    for word, flag in pos_words(question):
-        if flag.startswith("ns"):
-            stem = next((word[: -len(s)] for s in _PLACE_SUFFIXES if word.endswith(s) and len(word) - len(s) >= 2), word)
-            places.append(normalize_width(stem))
-    return places
+    return [normalize_width(stem) for stem in place_stems(question)]
 
 
 def type_match(sentence: str, answer_type: AnswerType, unit: str | None, question: str) -> float:

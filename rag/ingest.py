@@ -4,6 +4,7 @@ repaired, and every character keeps a pointer back into the raw file."""
 from __future__ import annotations
 
 import html.parser
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -238,7 +239,30 @@ def parse_page(original: str) -> list[Article]:
         if p.kind == "heading":
             p.kind = "body"  # section headings stay in the article text
     paragraphs = reflow_columns(paragraphs, titles)
-    return group_articles(join_broken_lines(paragraphs))
+    return move_leads_to_their_articles(group_articles(join_broken_lines(paragraphs)))
+
+
+def move_leads_to_their_articles(articles: list[Article]) -> list[Article]:
+    """A quotation printed just above the next article's headline is that article's lead:
+    move it there when the places it names are in the next headline, not in its own.
+    (「“我将立足岗位……”日喀则快递小哥阿旺洛桑满怀激情地说。」 above 「服务贴心 凝聚人心 ——日喀则市…」.)"""
+    for current, following in itertools.pairwise(articles):
+        if len(current.body) < 2 or not current.body[-1].raw.startswith("“"):
+            continue
+        places = _places(current.body[-1].raw)
+        if places and places & _places(_headline(following)) and not places & _places(_headline(current)):
+            following.body.insert(0, current.body.pop())
+    return articles
+
+
+def _headline(article: Article) -> str:
+    return (article.title.raw if article.title else "") + (article.subtitle or "")
+
+
+def _places(text: str) -> set[str]:
+    from rag.answer_types import place_stems
+
+    return set(place_stems(text))
 
 
 def article_document(article: Article, original: str, source: str, fallback_title: str) -> Document:

@@ -56,6 +56,12 @@ def test_out_of_order_column_is_moved_to_its_article(seed_docs) -> None:
     assert "快递" not in lhasa
 
 
+def test_lead_quote_above_a_headline_joins_that_article(seed_docs) -> None:
+    shigatse = seed_docs["服务贴心 凝聚人心"].text
+    assert shigatse.startswith("“我将立足岗位")
+    assert "阿旺洛桑" not in seed_docs["林芝市巴宜区白玛岗街道白玛岗社区 在职党员“双报到”工作取得实效"].text
+
+
 def test_offsets_map_back_to_the_original_exactly(seed_docs) -> None:
     for doc in seed_docs.values():
         covered = 0
