@@ -88,3 +88,10 @@ def test_question_types(question: str, kind: AnswerType) -> None:
 def test_years_are_not_quantities() -> None:
     spans = typed_spans("2023年以来,共排查16个组织", AnswerType.NUMBER)
     assert [s.text for s in spans] == ["16个"]
+
+
+def test_open_questions_get_the_clause_that_answers_them() -> None:
+    from rag.compose import short_answer
+
+    sentence = "八宿县来古村党支部牢牢抓住冰川旅游“金饭碗”，带领群众开办来古村公益客栈、藏式茶馆。"
+    assert short_answer("来古村党支部抓住的“金饭碗”是什么？", sentence) == "八宿县来古村党支部牢牢抓住冰川旅游“金饭碗”"
