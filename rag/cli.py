@@ -179,8 +179,8 @@ def service_with_documents(args: argparse.Namespace):  # type: ignore[no-untyped
     """A service for a question: the question is checked first, then that there is an index."""
     from rag.service import validate_question
 
-    validate_question(args.question, Settings().max_question_chars)
-    service = make_service(args)
+    service = make_service(args)  # cheap: the index and the model load on first use
+    validate_question(args.question, service.settings.max_question_chars)
     if not service.store.documents():
         raise StoreError(f"the index at {service.settings.index_dir} is empty: build it with `rag index`")
     return service

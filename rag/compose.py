@@ -109,6 +109,7 @@ class ExtractiveComposer:
         answer_type = question_type(question)
         unit = question_unit(question)
         places = question_places(question)
+        place_shares: dict[str, float] = {}
         vectors = self.sentence_vectors(candidates)
         w = self.weights
         for cand, vector in zip(candidates, vectors, strict=True):
@@ -117,17 +118,21 @@ class ExtractiveComposer:
             cand.type_match = type_match(cand.text, answer_type, unit, question)
             base = w.coverage * cand.coverage + w.dense * cand.dense + w.rank / cand.hit_rank
             type_factor = w.type_floor + (1 - w.type_floor) * cand.type_match
-            place_factor = w.place_floor + (1 - w.place_floor) * self.place_match(places, cand)
+            place_factor = w.place_floor + (1 - w.place_floor) * self.place_match(places, cand, place_shares)
             cand.score = base * type_factor * place_factor
 
-    def place_match(self, places: list[str], cand: Candidate) -> float:
+    def place_match(self, places: list[str], cand: Candidate, seen: dict[str, float]) -> float:
         """Share of the places the question names that the candidate's article mentions:
-        a sentence about 昌都 does not answer a question about 阿里地区."""
+        a sentence about 昌都 does not answer a question about 阿里地区. `seen` caches the
+        share per article, so each article's text is normalised once per question."""
         if not places:
             return 1.0
-        doc = self.document(cand.hit.chunk.doc_id)
-        context = normalize_width(cand.hit.chunk.title + (doc.text if doc else cand.text))
-        return sum(place in context for place in places) / len(places)
+        doc_id = cand.hit.chunk.doc_id
+        if doc_id not in seen:
+            doc = self.document(doc_id)
+            context = normalize_width(cand.hit.chunk.title + (doc.text if doc else cand.text))
+            seen[doc_id] = sum(place in context for place in places) / len(places)
+        return seen[doc_id]
 
     def sentence_vectors(self, candidates: list[Candidate]) -> list[np.ndarray | None]:
         """Sentence embeddings when the composer is set to compute them; otherwise the
