@@ -18,7 +18,7 @@ install: $(BIN)/python
 # torch would pull several GB of CUDA packages.
 install-test: $(BIN)/python system-deps
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,milvus,st]'
+	$(BIN)/pip install -q -e '.[test,milvus,st,train]'
 
 # Debian's chromium drives the widget tests (Playwright never downloads a browser here);
 # CJK and emoji fonts make its screenshots readable.

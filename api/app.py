@@ -31,9 +31,11 @@ articles and cited as [n]. Errors are JSON `{error, message, fields, request_id}
 
 
 def warm_up(service: RagService) -> None:
-    """Load the index, the embedder weights and jieba's dictionaries before the first request."""
+    """Load the index, the embedder and reader weights and jieba's dictionaries before the first request."""
     store = service.store
     service.embedder.embed_queries(["预热"])
+    if service.reader is not None:
+        service.reader.read("预热", ["预热。"])  # onnxruntime session and tokenizer
     rewrite("那拉萨呢？", [Turn("昌都市有多少名干部？")])
     log.info("index ready: %d documents, %d chunks", len(store.documents()), store.chunk_count())
 

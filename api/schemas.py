@@ -185,6 +185,13 @@ class SentenceOut(BaseModel):
     rule: str = Field(description="what decided: extractive, cited, reattached, attached, refusal, no_claim, unsupported_number, ...")
 
 
+class ShortAnswerSpanOut(BaseModel):
+    doc_id: str
+    start: int
+    end: int
+    citation: int = Field(description="n of the citation whose quote holds the span")
+
+
 class AskResponse(BaseModel):
     question: str = Field(description="the question as asked")
     rewritten_question: str | None = Field(None, description="the standalone question actually answered, when a follow-up was rewritten")
@@ -192,6 +199,7 @@ class AskResponse(BaseModel):
     conversation_id: str
     answer: str = Field(description="answer text with [n] citation markers")
     short_answer: str | None
+    short_answer_span: ShortAnswerSpanOut | None = Field(None, description="where short_answer sits: document text[start:end], inside citation n")
     refused: bool
     confidence: float
     citations: list[CitationOut]
@@ -279,6 +287,7 @@ class ReadyOut(BaseModel):
     documents: int
     chunks: int
     embedder: str
+    reader: str = Field(description="the span reader answering (onnx:<sha256 prefix>), or 'none' for the heuristic composer")
     index_kind: str
     corpus_hash: str | None
 

@@ -40,8 +40,20 @@ SHARED = Path(os.environ.get("RAG_SHARED_DIR", ROOT.parent / "shared"))
 CMRC = SHARED / "data" / "cmrc2018" / "cmrc2018_trial.json"
 SEED_QA = SHARED / "eval" / "seed_qa_dev.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
-RUNS = {"inprocess": "cmrc2018_inprocess", "http": "cmrc2018_http", "seed": "seed_dev"}
-LABELS = {"inprocess": "CMRC 2018 trial, in-process", "http": "CMRC 2018 trial, HTTP /ask", "seed": "seed dev set, in-process"}
+RUNS = {
+    "inprocess": "cmrc2018_inprocess",
+    "http": "cmrc2018_http",
+    "heuristic": "cmrc2018_inprocess_heuristic",
+    "seed": "seed_dev",
+    "seed_heuristic": "seed_dev_heuristic",
+}
+LABELS = {
+    "inprocess": "CMRC 2018 trial, in-process",
+    "http": "CMRC 2018 trial, HTTP /ask",
+    "heuristic": "CMRC 2018 trial, in-process, RAG_READER=none",
+    "seed": "seed dev set, in-process",
+    "seed_heuristic": "seed dev set, in-process, RAG_READER=none",
+}
 SERVER_START_TIMEOUT_S = 300
 
 
@@ -68,7 +80,7 @@ def cmrc_service(dataset: Dataset, index_dir: Path | None) -> RagService:
 
 
 def run_inprocess(dataset: Dataset, service: RagService, out: Path, top_k: int) -> Report:
-    report = evaluate(dataset, InProcessAnswerer(service), top_k=top_k, progress=True)
+    report = evaluate(dataset, InProcessAnswerer(service), top_k=top_k, progress=True, reader=service.reader)
     report.write(out)
     return report
 
@@ -111,7 +123,7 @@ def run_http(dataset: Dataset, index_dir: Path, out: Path, top_k: int) -> Report
         wait_ready(url, server)
         answerer = HttpAnswerer(url)
         try:
-            report = evaluate(dataset, answerer, top_k=top_k, progress=True)
+            report = evaluate(dataset, answerer, top_k=top_k, progress=True, reader=RagService(Settings()).reader)
         finally:
             answerer.close()
     finally:
@@ -144,13 +156,13 @@ def agreement(local: Report, remote: Report) -> dict[str, Any]:
     }
 
 
-def run_seed(results: Path, top_k: int) -> Report:
+def run_seed(results: Path, top_k: int, reader: str, run: str) -> Report:
     dataset = load(SEED_QA, None)
     index_dir = Path(tempfile.mkdtemp(prefix="rag-seed-index-"))
-    service = RagService(Settings(index_dir=index_dir))
+    service = RagService(Settings(index_dir=index_dir, reader=reader))
     service.add_files([ROOT / "seeds"])
     report = evaluate(dataset, InProcessAnswerer(service), top_k=top_k, progress=True)
-    report.write(results / RUNS["seed"])
+    report.write(results / RUNS[run])
     return report
 
 
@@ -172,7 +184,9 @@ def write_table(results: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="inprocess,http,seed", help="comma-separated: inprocess, http, seed")
+    parser.add_argument(
+        "--only", default=",".join(RUNS), help="comma-separated: inprocess, http, heuristic (in-process, RAG_READER=none), seed, seed_heuristic"
+    )
     parser.add_argument("--limit", type=int, help="first N CMRC questions only (smoke runs; results are not for committing)")
     parser.add_argument("--index", type=Path, help="CMRC index dir (default: a cache dir under the system temp dir)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -191,9 +205,12 @@ def main() -> int:
     if only - set(RUNS):
         parser.error(f"--only: unknown run(s) {', '.join(sorted(only - set(RUNS)))}")
     status = 0
-    if only & {"inprocess", "http"}:
+    if only & {"inprocess", "http", "heuristic"}:
         dataset = load(CMRC, args.limit)
         service = cmrc_service(dataset, args.index)
+        if "heuristic" in only:
+            heuristic = RagService(service.settings.model_copy(update={"reader": "none"}))
+            run_inprocess(dataset, heuristic, args.results / RUNS["heuristic"], args.top_k)
         print(f"CMRC index: {service.settings.index_dir}", file=sys.stderr)
         local = run_inprocess(dataset, service, args.results / RUNS["inprocess"], args.top_k) if "inprocess" in only else None
         if "http" in only:
@@ -205,7 +222,9 @@ def main() -> int:
                 print(f"modes agree: {check['agree']} ({len(check['question_differences'])} questions differ); see {path}")
                 status = 0 if check["agree"] else 1
     if "seed" in only:
-        run_seed(args.results, args.top_k)
+        run_seed(args.results, args.top_k, "onnx", "seed")
+    if "seed_heuristic" in only:
+        run_seed(args.results, args.top_k, "none", "seed_heuristic")
     print(write_table(args.results))
     return status
 

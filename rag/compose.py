@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +21,14 @@ REFUSAL_MESSAGE = "资料中没有找到相关信息。"
 # Calibrated by benchmarks/calibrate_refusal.py (see benchmarks/results/refusal_calibration.json):
 # the confidence below which answering does more harm than refusing.
 DEFAULT_REFUSAL_THRESHOLD = 0.57
+
+
+class AnswerComposer(Protocol):
+    """What answers from retrieved passages without an LLM: the heuristic composer or the reader's."""
+
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Answer: ...
+
+    def short_answer_for(self, question: str, text: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,10 @@ class ExtractiveComposer:
         short = short_answer(question, ranked[0].text)
         answer_text = "".join(f"{s.text}[{s.citations[0]}]" for s in sentences)
         return Answer(question, answer_text, short, False, citations, hits, sentences, confidence=confidence)
+
+    def short_answer_for(self, question: str, text: str) -> str | None:
+        """The short answer within one sentence (the generative composer's verified sentences)."""
+        return short_answer(question, text)
 
     def select(self, ranked: list[Candidate]) -> list[Candidate]:
         """The best sentence first, then close runners-up that add new information."""

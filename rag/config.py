@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +25,18 @@ class Settings(BaseSettings):
     fetch_k: int = Field(30, ge=1, le=500, description="candidates fetched per leg before fusion")
     max_question_chars: int = Field(500, ge=10)
     refusal_threshold: float | None = Field(None, description="override the calibrated refusal threshold")
+    reader: str = Field("onnx", description="'onnx' (the trained span reader, default), 'onnx:<model dir>', or 'none' (heuristic composer)")
+    reader_threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per question for the reader")
+    reader_refusal_threshold: float | None = Field(
+        None, ge=0, le=1, description="override the reader's calibrated refusal probability (rag/reader/model/combiner.json)"
+    )
+
+    @field_validator("reader")
+    @classmethod
+    def _known_reader(cls, value: str) -> str:
+        if value not in ("onnx", "none") and not (value.startswith("onnx:") and len(value) > 5):
+            raise ValueError(f"unknown reader {value!r}: expected 'onnx', 'onnx:<model dir>' or 'none'")
+        return value
 
     # Generative answers through an OpenAI-compatible chat-completions server (docs/llm.md).
     # With llm_base_url unset the extractive composer answers.

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.compose import REFUSAL_MESSAGE, ExtractiveComposer, short_answer
+from rag.compose import REFUSAL_MESSAGE, AnswerComposer
 from rag.config import Settings
 from rag.embedders import Embedder
 from rag.llm import LLMClient, LLMError
@@ -54,7 +54,7 @@ class GenerativeComposer:
     def __init__(
         self,
         llm: LLMClient,
-        fallback: ExtractiveComposer,
+        fallback: AnswerComposer,
         embed_passages: EmbedFn | None,
         document: Callable[[str], Document | None],
         context_tokens: int = 4096,
@@ -73,7 +73,7 @@ class GenerativeComposer:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, fallback: ExtractiveComposer, embedder: Embedder, document: Callable[[str], Document | None]
+        cls, settings: Settings, fallback: AnswerComposer, embedder: Embedder, document: Callable[[str], Document | None]
     ) -> GenerativeComposer | None:
         llm = LLMClient.from_settings(settings)
         if llm is None:
@@ -192,7 +192,7 @@ class GenerativeComposer:
         return Answer(
             question=question,
             answer=text,
-            short_answer=short_answer(question, supported[0].text),
+            short_answer=self.fallback.short_answer_for(question, supported[0].text),
             refused=False,
             citations=self._citations(prompt.passages, supported),
             passages=hits,

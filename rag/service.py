@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,10 @@ from rag.types import Answer, Document, Hit
 
 if TYPE_CHECKING:
     from rag.generative import GenerativeComposer
+    from rag.reader import Reader
+    from rag.reader.composer import Combiner, ReaderComposer
+
+log = logging.getLogger(__name__)
 
 
 class QuestionError(ValueError):
@@ -48,6 +54,22 @@ class ChangeReport:
         return f"{len(self.added)} added, {len(self.replaced)} replaced, {len(self.removed)} removed, {len(self.unchanged)} unchanged"
 
 
+def load_reader(settings: Settings) -> Reader | None:
+    """The configured reader, loaded; None (logged) when it is 'none' or cannot load."""
+    from rag.reader import make_reader
+    from rag.reader.onnx_reader import ReaderUnavailable
+
+    reader = make_reader(settings.reader, settings.reader_threads)
+    if reader is None:
+        return None
+    try:
+        reader.load()
+    except ReaderUnavailable as err:
+        log.warning("reader disabled, the heuristic composer answers: %s", err)
+        return None
+    return reader
+
+
 def validate_question(question: object, max_chars: int) -> str:
     if not isinstance(question, str) or not question.strip():
         raise QuestionError("the question is empty")
@@ -65,6 +87,9 @@ class RagService:
         self.embedder = embedder or make_embedder(self.settings.embedder, self.settings.query_prefix, self.settings.passage_prefix)
         self.chunking = ChunkingParams(self.settings.chunk_chars, self.settings.chunk_overlap)
         self._store: IndexStore | None = None
+        self._reader: Reader | bool | None = False  # False: not built yet
+        self._reader_lock = threading.Lock()
+        self._combiner: Combiner | None = None
 
     # ------------------------------------------------------------ index state
 
@@ -213,7 +238,16 @@ class RagService:
     def retriever(self) -> HybridRetriever:
         return HybridRetriever(self.store, self.embedder, self.settings.fetch_k)
 
-    def composer(self) -> ExtractiveComposer | GenerativeComposer:
+    @property
+    def reader(self) -> Reader | None:
+        """The span reader (RAG_READER); None when set to 'none' or when its model cannot load,
+        in which case the heuristic composer answers and the reason is logged."""
+        with self._reader_lock:
+            if self._reader is False:
+                self._reader = load_reader(self.settings)
+        return self._reader  # type: ignore[return-value]
+
+    def composer(self) -> ExtractiveComposer | ReaderComposer | GenerativeComposer:
         """The generative composer when an LLM is configured (RAG_LLM_BASE_URL), else the extractive one."""
         extractive = self.extractive_composer()
         if not self.settings.llm_base_url:
@@ -223,7 +257,18 @@ class RagService:
         generative = GenerativeComposer.from_settings(self.settings, extractive, self.embedder, self.store.document)
         return generative or extractive
 
-    def extractive_composer(self) -> ExtractiveComposer:
+    def extractive_composer(self) -> ExtractiveComposer | ReaderComposer:
+        """The reader's composer when a reader is configured, else the heuristic one."""
+        heuristic = self.heuristic_composer()
+        if self.reader is None:
+            return heuristic
+        from rag.reader.composer import Combiner, ReaderComposer
+
+        if self._combiner is None:
+            self._combiner = Combiner.load(self.reader.combiner_path)
+        return ReaderComposer(self.reader, heuristic, self._combiner, self.settings.reader_refusal_threshold)
+
+    def heuristic_composer(self) -> ExtractiveComposer:
         threshold = self.settings.refusal_threshold
         return ExtractiveComposer(
             None,  # sentence embeddings cost ~1 s per question and did not change the dev results

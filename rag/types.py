@@ -116,6 +116,16 @@ class AnswerSentence:
     rule: str = "extractive"
 
 
+@dataclass(frozen=True)
+class ShortAnswerSpan:
+    """Where the short answer sits: document text[start:end] == short_answer, inside citation n."""
+
+    doc_id: str
+    start: int
+    end: int
+    citation: int
+
+
 @dataclass
 class Answer:
     question: str
@@ -129,6 +139,7 @@ class Answer:
     confidence: float = 0.0
     fallback: str | None = None  # "extractive" when the generative composer gave up
     fallback_reason: str | None = None
+    short_answer_span: ShortAnswerSpan | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -142,6 +153,8 @@ class Answer:
             "passages": [h.to_dict() for h in self.passages],
             "timings_ms": self.timings_ms,
         }
+        if self.short_answer_span is not None:
+            data["short_answer_span"] = asdict(self.short_answer_span)
         if self.fallback is not None:
             data["fallback"] = self.fallback
             data["fallback_reason"] = self.fallback_reason

@@ -1,4 +1,5 @@
-"""The extractive composer on the seed corpus: cited sentences, short answers, refusals."""
+"""Extractive answers on the seed corpus (the reader's composer, the default, and the heuristic
+one, RAG_READER=none): cited sentences, short answers, refusals."""
 
 from __future__ import annotations
 
@@ -8,18 +9,26 @@ import pytest
 
 from rag.answer_types import AnswerType, question_type, typed_spans
 from rag.compose import REFUSAL_MESSAGE
+from rag.config import Settings
 from rag.service import RagService
 from tests.conftest import SEED_FILE
 
 ORIGINAL = SEED_FILE.read_text(encoding="utf-8")
 
 
-def test_seed_dev_set(seed_service: RagService, seed_qa: list[dict]) -> None:
+@pytest.fixture(scope="module")
+def heuristic_service(seed_index_dir, embedder) -> RagService:  # type: ignore[no-untyped-def]
+    return RagService(Settings(index_dir=seed_index_dir, reader="none"), embedder)
+
+
+@pytest.mark.parametrize("composer", ["reader", "heuristic"])
+def test_seed_dev_set(seed_service: RagService, heuristic_service: RagService, seed_qa: list[dict], composer: str) -> None:
     """Every answerable question: a citation quoting the evidence and a gold answer in the
-    answer or short answer. Every unanswerable one: refused."""
+    answer or short answer. Every unanswerable one: refused. Both composers."""
+    service = seed_service if composer == "reader" else heuristic_service
     failures = []
     for item in seed_qa:
-        answer = seed_service.ask(item["question"])
+        answer = service.ask(item["question"])
         if not item["answerable"]:
             if not answer.refused:
                 failures.append((item["id"], "not refused", answer.answer))
@@ -56,8 +65,8 @@ def test_citations_resolve_to_exact_quotes(seed_service: RagService) -> None:
         ("昌都市全市共建成村级集体经济项目多少个？", "1459个"),
     ],
 )
-def test_short_answers(seed_service: RagService, question: str, expected: str) -> None:
-    assert seed_service.ask(question).short_answer == expected
+def test_heuristic_short_answers(heuristic_service: RagService, question: str, expected: str) -> None:
+    assert heuristic_service.ask(question).short_answer == expected
 
 
 def test_refusal_is_a_chinese_message_without_citations(seed_service: RagService) -> None:

@@ -25,7 +25,7 @@ from rag.types import Hit
 from tests.api_fixtures import LiveServer, api_settings, live_server, make_app
 from tests.fake_openai_server import FakeOpenAIServer, Reply
 
-QUESTION = "昌都市建成了多少个村级集体经济项目？"
+QUESTION = "昌都市全市共建成村级集体经济项目多少个？"
 FACT = "全市共建成村级集体经济项目1459个"
 GOOD_1 = "昌都市共建成村级集体经济项目1459个。"
 GOOD_2 = "这些项目带动群众10.5万余人增收致富。"

@@ -92,7 +92,7 @@ def test_cmrc_slice_report_files_and_metric_ranges(cmrc_run: dict[str, Any]) -> 
     assert counts["retrieval_scored"] == SLICE_QUESTIONS  # every CMRC question has its gold passage
     assert report["dataset"]["documents"] == SLICE_ARTICLES
     for name, value in quality_values(report).items():
-        if name != "citation.citations_per_answer":
+        if name not in ("citation.citations_per_answer", "answer.reader_gold_questions"):
             assert 0.0 <= value <= 1.0, name
     # The gold passage is one of 12; broken retrieval (or a wrong doc_id mapping) falls far below this.
     assert report["metrics"]["retrieval"]["recall@5"] >= 0.8
@@ -104,6 +104,20 @@ def test_cmrc_slice_report_files_and_metric_ranges(cmrc_run: dict[str, Any]) -> 
     assert stages["total"]["p50"] <= stages["total"]["p95"] <= stages["total"]["p99"]
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "| recall@5 |" in md and "## Definitions" in md and "short_em / short_f1" in md
+
+
+def test_reader_alone_is_scored_on_the_gold_passages(cmrc_slice: Path, cmrc_run: dict[str, Any]) -> None:
+    """Every answerable question read against its gold passage: the span comes from that passage
+    and the scores agree with the rows; a trained reader does far better than chance."""
+    answer, questions = cmrc_run["report"]["metrics"]["answer"], rows(cmrc_run["out"])
+    contexts = {d.doc_id: d.text for d in load_dataset(cmrc_slice).documents}
+    assert answer["reader_gold_questions"] == SLICE_QUESTIONS
+    for q in questions:
+        gold = contexts[next(d for d in q["ranked_doc_ids"] if q["relevant"][q["ranked_doc_ids"].index(d)])] if q["gold_rank"] else None
+        assert q["reader_answer"] and (gold is None or q["reader_answer"] in gold)
+    assert answer["reader_gold_f1"] == pytest.approx(sum(q["reader_f1"] for q in questions) / len(questions), abs=1e-4)
+    assert answer["reader_gold_em"] <= answer["reader_gold_f1"] and answer["reader_gold_f1"] >= 0.3
+    assert "reader alone F1 (gold passage)" in (cmrc_run["out"] / "report.md").read_text(encoding="utf-8")
 
 
 def test_cmrc_slice_rows_agree_with_summary(cmrc_run: dict[str, Any]) -> None:

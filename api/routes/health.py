@@ -27,6 +27,7 @@ async def ready(request: Request) -> dict[str, Any]:
         "documents": len(store.documents()),
         "chunks": store.chunk_count(),
         "embedder": ctx.service.embedder.identity,
+        "reader": ctx.service.reader.identity if ctx.service.reader is not None else "none",
         "index_kind": manifest.get("index_kind", "unknown"),
         "corpus_hash": manifest.get("corpus_hash"),
     }

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rag.eval.datasets import Dataset
     from rag.eval.harness import Answerer
     from rag.eval.report import Report
+    from rag.reader import Reader
     from rag.service import RagService
 
 
@@ -49,6 +50,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", type=Path, help="an earlier report.json: print the deltas, worse ones flagged")
     parser.add_argument("--api-key", default=os.environ.get("RAG_EVAL_API_KEY"), help="bearer key for --url (env RAG_EVAL_API_KEY)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-reader-alone", action="store_true", help="skip scoring the reader alone on each question's gold passage (RAG_READER's model, in this process)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     answerer = http_answerer(args.url, args.api_key) if args.url else local_answerer(dataset, settings, args)
     check_gold_in_index(dataset, answerer.indexed_doc_ids(), args.url or str(settings.index_dir))
     try:
-        report = evaluate(dataset, answerer, top_k=top_k, retrieval_k=args.retrieval_k, progress=not args.no_progress)
+        reader = None if args.no_reader_alone or not dataset.documents else local_reader(settings)
+        report = evaluate(dataset, answerer, top_k=top_k, retrieval_k=args.retrieval_k, progress=not args.no_progress, reader=reader)
     finally:
         close = getattr(answerer, "close", None)
         if close:
@@ -79,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"compared with {args.compare}:")
         print(compare(old, report.to_dict())[0])
     return 0
+
+
+def local_reader(settings: Settings) -> Reader | None:
+    from rag.service import load_reader
+
+    reader = load_reader(settings)
+    if reader is None and settings.reader != "none":
+        print("warning: reader-alone scores skipped: the reader model does not load (see the log)", file=sys.stderr)
+    return reader
 
 
 def http_answerer(url: str, api_key: str | None) -> Answerer:

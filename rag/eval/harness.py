@@ -26,6 +26,7 @@ from rag.eval.report import Report
 if TYPE_CHECKING:
     import httpx
 
+    from rag.reader import Reader
     from rag.service import RagService
 
 RETRIEVAL_K = 10
@@ -280,6 +281,10 @@ class QuestionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     client_ms: float = 0.0
     ranking_mismatch: bool = False  # /ask passages are not a prefix of the ranked list
+    # The reader alone on the gold passage (no retrieval): where answer errors come from.
+    reader_answer: str | None = None
+    reader_em: float | None = None
+    reader_f1: float | None = None
 
 
 def strip_markers(text: str) -> str:
@@ -395,6 +400,7 @@ def evaluate(
     retrieval_k: int = RETRIEVAL_K,
     progress: bool = False,
     warmup: int = 1,
+    reader: Reader | None = None,
 ) -> Report:
     """Ask every question of `dataset` (a Dataset or a dataset file; answers with `top_k` passages; retrieval metrics on
     the top `retrieval_k`) and return the scored Report.
@@ -419,6 +425,8 @@ def evaluate(
             bar.set_postfix_str(running_summary(results))
     bar.close()
     wall_s = time.perf_counter() - started
+    if reader is not None:
+        read_gold_passages(dataset, results, reader, progress)
     load_end = _load_average()
     failed = [r for r in results if r.error]
     if len(failed) == len(results):
@@ -442,6 +450,24 @@ def evaluate(
         recall_curve=recall_curve(results, retrieval_k),
         questions=[asdict(r) for r in results],
     )
+
+
+def read_gold_passages(dataset: Dataset, results: list[QuestionResult], reader: Reader, progress: bool = False) -> None:
+    """Score the reader alone: each answerable question read against its gold passage."""
+    from tqdm import tqdm
+
+    from rag.reader.composer import reader_answer
+
+    texts = {d.doc_id: d.text for d in dataset.documents}
+    by_id = {q.qid: q for q in dataset.questions}
+    todo = [r for r in results if r.answerable and not r.error and by_id[r.qid].gold_doc_ids]
+    for result in tqdm(todo, desc="reader on gold passages", unit="q", disable=not progress, dynamic_ncols=True):
+        contexts = [texts[d] for d in sorted(by_id[result.qid].gold_doc_ids) if d in texts]
+        if not contexts:
+            continue
+        result.reader_answer = reader_answer(reader, result.question, contexts) or ""
+        result.reader_em = m.cmrc_em(result.reader_answer, result.answers)
+        result.reader_f1 = m.cmrc_f1(result.reader_answer, result.answers)
 
 
 def _load_average() -> float | None:
@@ -545,6 +571,11 @@ def summarize(results: list[QuestionResult], retrieval_k: int = RETRIEVAL_K) -> 
         answer["supported_sentence_rate"] = _ratio(sum(r.supported_sentences or 0 for r in flagged), sum(r.flagged_sentences for r in flagged))
     if any(r.fallback for r in ok):
         answer["fallback_rate"] = _ratio(sum(bool(r.fallback) for r in ok), len(ok))
+    read = [r for r in answerable if r.reader_em is not None]
+    if read:
+        answer["reader_gold_em"] = _mean([r.reader_em for r in read])
+        answer["reader_gold_f1"] = _mean([r.reader_f1 for r in read])
+        answer["reader_gold_questions"] = len(read)
     return {
         "counts": {
             "questions": len(results),

