@@ -49,7 +49,8 @@ def model_card() -> str:
     recipe = json.loads((TRAINING / "recipe.json").read_text())
     curve = [json.loads(line) for line in (TRAINING / "curve.jsonl").read_text().splitlines() if line.strip()]
     combiner = _load("reader_combiner.json")
-    evaluation = _load("reader_eval.json")
+    cmrc = _load("cmrc2018_inprocess/report.json")
+    precision = _load("reader_precision.json")
     rows = "\n".join(
         f"| {p['minutes']} | {p['step']} | {p['epoch']} | {p['loss'] if p['loss'] is not None else '–'} | {p['em']:.3f} | {p['f1']:.3f} |" for p in curve
     )
@@ -90,8 +91,22 @@ def model_card() -> str:
         rows,
         "",
     ]
-    if evaluation:
-        lines += ["## Evaluation", "", "```json", json.dumps(evaluation, ensure_ascii=False, indent=1), "```", ""]
+    if cmrc:
+        a = cmrc["metrics"]["answer"]
+        lines += [
+            "## Evaluation (CMRC 2018 trial, never trained or tuned on)",
+            f"- Reader alone, gold passage given: EM {a.get('reader_gold_em', 0):.3f}, F1 {a.get('reader_gold_f1', 0):.3f} "
+            f"({a.get('reader_gold_questions')} questions).",
+            f"- Open domain through the service (`benchmarks/run_cmrc.py`): short-answer EM {a['short_em']:.3f}, F1 {a['short_f1']:.3f}, "
+            f"answer contains a gold answer {a['contains']:.3f}, false refusals {cmrc['metrics']['refusal']['false_refusal_rate']:.3f}.",
+            "- CMRC trial's gold answers are long (median 19 characters, often a whole clause), DRCD's short: spans that are "
+            "right but shorter than the annotated clause lose EM and part of F1.",
+            "",
+        ]
+    if precision:
+        lines += ["## Precision (benchmarks/reader_precision.py)", "", "| variant | file MB | EM | F1 | ms for 4 × 100 tokens |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {v['file_mb']} | {v['em']:.3f} | {v['f1']:.3f} | {v['latency_ms_4x100_tokens']} |" for k, v in precision["variants"].items()]
+        lines += [f"\nScored alone on {precision['questions']} CMRC trial questions with the gold passage; fp16 ships.", ""]
     if combiner:
         lines += [
             "## Span combination and refusal (benchmarks/fit_reader_combiner.py)",
