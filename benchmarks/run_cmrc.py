@@ -123,7 +123,7 @@ def run_http(dataset: Dataset, index_dir: Path, out: Path, top_k: int) -> Report
         wait_ready(url, server)
         answerer = HttpAnswerer(url)
         try:
-            report = evaluate(dataset, answerer, top_k=top_k, progress=True, reader=RagService(Settings()).reader)
+            report = evaluate(dataset, answerer, top_k=top_k, progress=True)  # reader-alone scores: the in-process run
         finally:
             answerer.close()
     finally:

@@ -178,7 +178,7 @@ class ExtractiveComposer:
             if len(chosen) == self.max_sentences:
                 break
             close = cand.score >= best.score - 0.05 and cand.coverage >= 0.6 * best.coverage
-            if close and not any(_overlaps(cand, c) for c in chosen):
+            if close and not any(overlaps(cand, c) for c in chosen):
                 chosen.append(cand)
         return chosen
 
@@ -207,7 +207,7 @@ class ExtractiveComposer:
         return citations, sentences
 
 
-def _overlaps(a: Candidate, b: Candidate) -> bool:
+def overlaps(a: Candidate, b: Candidate) -> bool:
     return a.hit.chunk.doc_id == b.hit.chunk.doc_id and a.start < b.end and b.start < a.end
 
 

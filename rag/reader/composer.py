@@ -4,8 +4,9 @@ The heuristic composer's sentence scores pick the windows worth reading (the bes
 candidate sentences with a neighbour on each side, merged where they touch); the reader
 reads them in one batch; every n-best span is scored by a small logistic combination of
 the reader's span score with the heuristic features (fitted on held-out DRCD by
-`benchmarks/fit_reader_combiner.py`); the best span becomes `short_answer` and the
-sentence that holds it the cited answer. Below the calibrated probability: refusal.
+`benchmarks/fit_reader_combiner.py`); the best span becomes `short_answer`, the sentence
+that holds it the first cited sentence, followed by the heuristic composer's own picks that
+do not overlap it. Below the calibrated probability: refusal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.answer_types import question_unit
-from rag.compose import REFUSAL_MESSAGE, Candidate, ExtractiveComposer, dense_scale
+from rag.compose import REFUSAL_MESSAGE, Candidate, ExtractiveComposer, dense_scale, overlaps
 from rag.reader import Reader
 from rag.reader.features import Span
 from rag.reader.layout import MODEL_DIR
@@ -104,17 +105,21 @@ class ReaderComposer:
         return self.heuristic.document
 
     def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Answer:
-        scored = self.score_spans(question, query_vector, hits)
+        ranked = self.rank_sentences(question, query_vector, hits)
+        scored = self.read_spans(question, ranked)
         confidence = scored[0].probability if scored else 0.0
         if not scored or confidence < self.refusal_threshold:
             return Answer(question, REFUSAL_MESSAGE, None, True, passages=hits, confidence=confidence)
-        return self.answer(question, scored[0], hits)
+        return self.answer(question, scored[0], ranked, hits)
 
-    def answer(self, question: str, best: ScoredSpan, hits: list[Hit]) -> Answer:
+    def answer(self, question: str, best: ScoredSpan, ranked: list[Candidate], hits: list[Hit]) -> Answer:
+        """The sentence holding the span first, then the heuristic composer's own picks (its best
+        sentence and close runners-up) that do not overlap it, up to its sentence limit."""
         w = best.window
         s, e = best.sentence
         cand = Candidate(w.hit_rank, w.hit, s, e, w.text[s:e], score=best.probability)
-        citations, sentences = self.heuristic.cite([cand])
+        others = [c for c in self.heuristic.select(ranked) if not overlaps(c, cand)]
+        citations, sentences = self.heuristic.cite([cand, *others][: self.heuristic.max_sentences])
         text = "".join(f"{x.text}[{x.citations[0]}]" for x in sentences)
         span = ShortAnswerSpan(w.hit.chunk.doc_id, best.start, best.end, citations[0].n) if w.in_document else None
         return Answer(question, text, best.text, False, citations, hits, sentences, confidence=best.probability, short_answer_span=span)
@@ -126,14 +131,21 @@ class ReaderComposer:
     # ------------------------------------------------------------ reading
 
     def score_spans(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> list[ScoredSpan]:
+        return self.read_spans(question, self.rank_sentences(question, query_vector, hits))
+
+    def rank_sentences(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> list[Candidate]:
+        """The heuristic composer's candidate sentences, best first."""
         candidates = self.heuristic.candidates(hits)
-        if not candidates:
+        if candidates:
+            self.heuristic.score(question, query_vector, candidates)
+        return sorted(candidates, key=lambda c: -c.score)
+
+    def read_spans(self, question: str, ranked: list[Candidate]) -> list[ScoredSpan]:
+        if not ranked:
             return []
-        self.heuristic.score(question, query_vector, candidates)
-        ranked = sorted(candidates, key=lambda c: -c.score)
         windows = self.read_windows(ranked)
         spans = self.reader.read(question, [w.text[w.start : w.end] for w in windows], max_length=self.max_length, stride=self.max_length // 2)
-        by_sentence = {(c.hit.chunk.doc_id, c.start): c for c in candidates}
+        by_sentence = {(c.hit.chunk.doc_id, c.start): c for c in ranked}
         unit = question_unit(question)
         scored: dict[tuple[int, int, int], ScoredSpan] = {}
         for span in _top_per_window(spans, len(windows)):
