@@ -89,7 +89,7 @@ def cold_ask(index: Path, reader: str, runs: int) -> dict:
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        out = subprocess.run([str(rag), "ask", COLD_QUESTION, "--index", str(index)], env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run([str(rag), "--index", str(index), "ask", COLD_QUESTION], env=env, capture_output=True, text=True, timeout=300)
         walls.append(time.perf_counter() - started)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)

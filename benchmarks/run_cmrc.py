@@ -139,7 +139,8 @@ def run_http(dataset: Dataset, index_dir: Path, out: Path, top_k: int) -> Report
 def agreement(local: Report, remote: Report) -> dict[str, Any]:
     """Quality metrics and per-question outcomes of the two modes, side by side."""
     a, b = flatten(local.metrics), flatten(remote.metrics)
-    quality = [k for k in a if not k.startswith("latency_ms.") and k != "throughput_qps"]
+    # reader-alone scores are computed once, in the in-process run
+    quality = [k for k in a if not k.startswith(("latency_ms.", "answer.reader_gold")) and k != "throughput_qps"]
     metric_diffs = {k: [a[k], b.get(k)] for k in quality if a[k] != b.get(k)}
     fields = ("answer", "short_answer", "refused", "gold_rank", "ranked_doc_ids")
     theirs = {q["qid"]: q for q in remote.questions}

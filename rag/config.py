@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(500, ge=10)
     refusal_threshold: float | None = Field(None, description="override the calibrated refusal threshold")
     reader: str = Field("onnx", description="'onnx' (the trained span reader, default), 'onnx:<model dir>', or 'none' (heuristic composer)")
-    reader_threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per question for the reader")
+    reader_threads: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64, description="onnxruntime threads per question for the reader"
+    )
     reader_refusal_threshold: float | None = Field(
         None, ge=0, le=1, description="override the reader's calibrated refusal probability (rag/reader/model/combiner.json)"
     )

@@ -34,7 +34,7 @@ class Reader(Protocol):
 READERS = ("onnx", "none")
 
 
-def make_reader(name: str, threads: int = 1) -> Reader | None:
+def make_reader(name: str, threads: int = 2) -> Reader | None:
     """`onnx` (the bundled model; default) or `none` (the heuristic composer answers)."""
     if name == "none":
         return None

@@ -25,7 +25,7 @@ class ReaderUnavailable(RuntimeError):
 class OnnxReader:
     """Cheap to construct; the session, tokenizer and tables load on first use."""
 
-    def __init__(self, model_dir: Path | str = MODEL_DIR, threads: int = 1) -> None:
+    def __init__(self, model_dir: Path | str = MODEL_DIR, threads: int = 2) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
         self._lock = threading.Lock()
@@ -75,6 +75,8 @@ class OnnxReader:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # Spinning threads steal the core from the embedder and from concurrent requests.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if frozen:
             options.add_external_initializers(list(frozen), [ort.OrtValue.ortvalue_from_numpy(v) for v in frozen.values()])
