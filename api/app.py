@@ -40,6 +40,26 @@ def warm_up(service: RagService) -> None:
     log.info("index ready: %d documents, %d chunks", len(store.documents()), store.chunk_count())
 
 
+def widget_access(settings: ApiSettings) -> str:
+    """The start-up line saying which pages may embed the widget. A page the server does not
+    allow only sees a CORS error in its browser console, so the operator is told here."""
+    cors = settings.cors_origins
+    if "*" in cors:
+        pages = "any origin (RAG_CORS_ORIGINS=*)"
+    elif cors:
+        pages = ", ".join(cors) + " (RAG_CORS_ORIGINS)"
+    else:
+        pages = "this server's own pages only (set RAG_CORS_ORIGINS to the sites that embed it)"
+    if settings.public_key:
+        where = ", ".join(settings.widget_origins) or "no origin: set RAG_PUBLIC_ORIGINS or RAG_CORS_ORIGINS"
+        key = f"set (data-key), accepted from {where}"
+    elif settings.api_keys:
+        key = "not set, and RAG_API_KEYS is: the widget cannot ask from any page until RAG_PUBLIC_KEY is set and given as data-key"
+    else:
+        key = "not set (reads are open, no data-key needed)"
+    return f"widget: pages that may embed it: {pages}; public widget key (RAG_PUBLIC_KEY): {key}"
+
+
 def create_app(settings: ApiSettings | None = None, service: RagService | None = None, answerer: Answerer | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     service = service or RagService(settings)
@@ -47,13 +67,16 @@ def create_app(settings: ApiSettings | None = None, service: RagService | None =
         settings=settings,
         service=service,
         answerer=answerer or ServiceAnswerer(service),
-        conversations=ConversationStore(settings.max_history_turns, settings.conversation_ttl_seconds, settings.max_conversations),
+        conversations=ConversationStore(
+            settings.max_history_turns, settings.conversation_ttl_seconds, settings.max_conversations, settings.max_conversation_chars
+        ),
         feedback=FeedbackStore(settings.feedback_file),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(warm_up, service)
+        log.info("%s", widget_access(settings))
         yield
 
     app = FastAPI(title="rag-zh", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

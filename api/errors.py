@@ -33,6 +33,18 @@ _STATUS_CODES = {
 }
 
 
+# The codes OpenAI reports with type "invalid_request_error" (bad parameters, unknown model or route).
+_INVALID_REQUEST_CODES = {
+    "invalid_request",
+    "bad_request",
+    "not_found",
+    "model_not_found",
+    "method_not_allowed",
+    "payload_too_large",
+    "unsupported_media_type",
+}
+
+
 class ApiError(Exception):
     """An error the client can act on; `field` names the part of the request at fault."""
 
@@ -65,6 +77,9 @@ def error_response(
     fields = fields or []
     request_id = request_id_of(scope)
     if scope.get("path", "").startswith("/v1/"):
+        # OpenAI answers a request it cannot accept with 400; its clients raise BadRequestError
+        # for that and treat a 422 as an unexpected status.
+        status = 400 if status == 422 else status
         body: dict[str, Any] = openai_error(code, message, fields, request_id)
     else:
         body = {"error": code, "message": message, "fields": fields, "request_id": request_id}
@@ -73,7 +88,7 @@ def error_response(
 
 def openai_error(code: str, message: str, fields: list[dict[str, str]], request_id: str | None) -> dict[str, Any]:
     """OpenAI's error shape, so OpenAI clients and chat front ends show the message."""
-    kind = "invalid_request_error" if code in {"invalid_request", "payload_too_large", "unsupported_media_type"} else code
+    kind = "invalid_request_error" if code in _INVALID_REQUEST_CODES else code
     param = fields[0]["field"] if fields else None
     return {"error": {"message": message, "type": kind, "param": param, "code": code}, "fields": fields, "request_id": request_id}
 
@@ -140,8 +155,12 @@ async def _unknown_document_handler(request: Request, exc: Exception) -> JSONRes
 
 
 async def _store_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.error("index unavailable: %s", exc)
-    return error_response(request, 503, f"the index is unavailable: {exc}", code="index_unavailable")
+    # The cause names the index's path on the server (or the Milvus URI): the operator's log
+    # gets it, the public answer only the request id that finds it there.
+    request_id = request_id_of(request)
+    log.error("index unavailable (request %s): %s", request_id, exc)
+    message = "the index is unavailable; the server log has the cause under this request id"
+    return error_response(request, 503, message, code="index_unavailable")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,7 +1,8 @@
-"""Pure ASGI middleware (streaming-safe): request ids and JSON access logs, rate limits."""
+"""Pure ASGI middleware (streaming-safe): request ids, `nosniff` and JSON access logs, rate limits."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -16,13 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
-from api.security import client_ip, key_id
+from api.security import client_ip, is_loopback, key_id
 from api.settings import ApiSettings
 
 access_log = logging.getLogger("rag.access")
 log = logging.getLogger("rag.api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# On every response, errors and static files included: a browser must not sniff an answer or
+# an uploaded text into HTML or script.
+_ALWAYS_HEADERS = [(b"x-content-type-options", b"nosniff")]
 RATE_LIMITED_PREFIXES = ("/ask", "/search", "/documents", "/feedback", "/v1/")
 
 
@@ -31,9 +35,10 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 class AccessLogMiddleware:
-    """Gives each request an id (X-Request-ID, echoed back), logs one JSON line when the
-    response ends (with per-stage timings a route left in `request.state.timings`), and turns
-    an unexpected exception into a JSON 500 as the last resort."""
+    """Gives each request an id (X-Request-ID, echoed back) and every response `nosniff`,
+    logs one JSON line when the response ends (with per-stage timings a route left in
+    `request.state.timings`), and turns an unexpected exception into a JSON 500 as the last
+    resort."""
 
     def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
         self.app = app
@@ -54,7 +59,7 @@ class AccessLogMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+                message = {**message, "headers": [*message.get("headers", []), *_ALWAYS_HEADERS, (b"x-request-id", request_id.encode())]}
             elif message["type"] == "http.response.body":
                 status["bytes"] += len(message.get("body", b""))
             await send(message)
@@ -186,11 +191,12 @@ class RateLimitMiddleware:
             return
         headers = _headers(scope)
         wait = 0.0
-        if self.by_ip.enabled:
-            client = scope.get("client")
-            wait = self.by_ip.take("ip:" + client_ip(headers, client[0] if client else None, self.settings))
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if self.by_ip.enabled and not self._exempt(peer):
+            wait = self.by_ip.take("ip:" + client_ip(headers, peer, self.settings))
         token = _bearer_token(headers)
-        if not wait and token and self.by_key.enabled:
+        if not wait and token and self.by_key.enabled and self._counts_per_key(token):
             wait = self.by_key.take("key:" + key_id(token))
         if wait:
             retry_after = str(max(1, math.ceil(wait)))
@@ -198,6 +204,23 @@ class RateLimitMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+    def _exempt(self, peer: str | None) -> bool:
+        """A client on this machine (an evaluator, `rag eval --url`) is not limited per IP,
+        unless the server sits behind a proxy (then every client arrives from loopback, and
+        the proxies' X-Forwarded-For entries name them)."""
+        settings = self.settings
+        behind_proxy = settings.forwarded_hops or settings.trust_forwarded_for
+        return settings.exempt_loopback and not behind_proxy and is_loopback(peer or "")
+
+    def _counts_per_key(self, token: str) -> bool:
+        """Only a real API or admin key has a bucket of its own. The public widget key is in
+        every visitor's page, so one shared bucket let anyone (any origin, 40 IPs) starve the
+        genuine widget users: public traffic is limited per client IP only. Unknown keys are
+        refused by the app and must not drain a real key's bucket either."""
+        settings = self.settings
+        return any(hmac.compare_digest(token.encode(), key.encode()) for key in (*settings.api_keys, *settings.admin_keys))
 
 
 def _bearer_token(headers: dict[str, str]) -> str | None:

@@ -75,6 +75,15 @@ class OpenAIErrorBody(BaseModel):
     request_id: str | None = None
 
 
+_OPENAI_ERROR_TEXTS = (
+    (400, "invalid request (OpenAI's invalid_request_error); `error.param` names the offending field"),
+    (401, "missing or unknown API key"),
+    (403, "the key may not use this endpoint or origin"),
+    (404, "unknown model (`error.code`: model_not_found)"),
+    (413, "request body too large"),
+    (415, "unsupported content type"),
+    (429, "rate limited; see Retry-After"),
+)
 _ERROR_TEXTS = (
     (400, "the body could not be parsed"),
     (401, "missing or unknown API key"),
@@ -86,7 +95,7 @@ _ERROR_TEXTS = (
 )
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody, "description": text} for code, text in _ERROR_TEXTS}
 OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": OpenAIErrorBody, "description": text} for code, text in _ERROR_TEXTS
+    code: {"model": OpenAIErrorBody, "description": text} for code, text in _OPENAI_ERROR_TEXTS
 }
 
 
@@ -161,6 +170,11 @@ class CitationOut(BaseModel):
     score: float
     source_start: int | None = Field(None, description="offset of the quote in the original file")
     source_end: int | None = None
+    field: str | None = Field(
+        None,
+        description="null: the quote is document text[start:end]; a metadata field (byline, title, date, dateline, source, credit): "
+        "the quote is what the field was read from and quote[start:end] is its value",
+    )
 
 
 class PassageOut(BaseModel):
@@ -197,6 +211,7 @@ class AskResponse(BaseModel):
     rewritten_question: str | None = Field(None, description="the standalone question actually answered, when a follow-up was rewritten")
     rewritten_by: Literal["llm", "rules"] | None = Field(None, description="what rewrote the follow-up: the configured LLM or the rules")
     conversation_id: str
+    conversation_reset: bool = Field(False, description="the conversation_id sent was unknown or expired: this is a new one")
     answer: str = Field(description="answer text with [n] citation markers")
     short_answer: str | None
     short_answer_span: ShortAnswerSpanOut | None = Field(None, description="where short_answer sits: document text[start:end], inside citation n")
@@ -253,12 +268,22 @@ class DocumentDetail(DocumentSummary):
     subtitle: str | None
 
 
+class FileReport(BaseModel):
+    name: str
+    format: Literal["txt", "markdown", "html", "jsonl", "pdf", "docx"]
+    encoding: str | None = Field(description="the text encoding detected (utf-8, utf-16, gb18030, big5, ...); null for pdf and docx")
+    documents: int = Field(description="articles read from the file")
+
+
 class ChangeResponse(BaseModel):
     added: list[str]
     replaced: list[str]
     unchanged: list[str]
     removed: list[str]
     documents: list[DocumentSummary] = Field(default_factory=list, description="the documents the request named, as now indexed")
+    files: list[FileReport] = Field(
+        default_factory=list, description="an uploaded file's detected format and encoding (empty for a JSON article)"
+    )
 
 
 # ---------------------------------------------------------------- feedback and health
@@ -312,14 +337,29 @@ class ChatMessage(BaseModel):
         return "".join(part.text or "" for part in self.content or [] if part.type in {"text", "input_text"})
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    include_usage: bool | None = Field(None, description="end the stream with a chunk carrying `usage` and no `choices`")
+
+
 class ChatRequest(BaseModel):
-    """The OpenAI chat request; sampling parameters are accepted and ignored."""
+    """The OpenAI chat request. Sampling parameters (temperature, top_p, ...) are accepted and
+    ignored: the service's settings, not the client, decide how an answer is made."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    model: str = Field("rag-extractive", max_length=200)
+    model: str = Field("rag-extractive", max_length=200, description="an id GET /v1/models lists, or its alias `rag`")
     messages: list[ChatMessage] = Field(min_length=1, max_length=100)
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(None, description="answers per request: only 1 (the default) is supported")
+    max_tokens: int | None = Field(None, ge=1, description="cut the content after this many tokens (a token is a character here)")
+    max_completion_tokens: int | None = Field(None, ge=1, description="the newer name of `max_tokens`; the smaller one wins")
     top_k: TopK | None = Field(None, description="extension: passages to retrieve")
+
+    @property
+    def token_budget(self) -> int | None:
+        limits = [v for v in (self.max_tokens, self.max_completion_tokens) if v is not None]
+        return min(limits) if limits else None
 
 
 class ChatChoiceMessage(BaseModel):

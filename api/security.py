@@ -43,9 +43,28 @@ def _matches(token: str, keys: list[str]) -> bool:
 
 
 def client_ip(request_headers: dict[str, str], client_host: str | None, settings: ApiSettings) -> str:
-    if settings.trust_forwarded_for and request_headers.get("x-forwarded-for"):
-        return request_headers["x-forwarded-for"].split(",")[0].strip()
-    return client_host or "unknown"
+    """The client's address. Behind `forwarded_hops` proxies, each appends the address it saw
+    to X-Forwarded-For, so the client is that many entries from the right; what lies further
+    left was written by the client and proves nothing (a forged leftmost entry is ignored)."""
+    peer = client_host or "unknown"
+    hops = settings.forwarded_hops or (1 if settings.trust_forwarded_for else 0)
+    header = request_headers.get("x-forwarded-for")
+    if not hops or not header or not _is_trusted_proxy(peer, settings.trusted_proxies):
+        return peer
+    entries = [e.strip() for e in header.split(",") if e.strip()]
+    # Fewer entries than proxies: the request skipped the outer ones; the leftmost entry was
+    # written by the first trusted proxy it reached.
+    return entries[-hops] if len(entries) >= hops else (entries[0] if entries else peer)
+
+
+def _is_trusted_proxy(peer: str, trusted: list[str]) -> bool:
+    if not trusted:
+        return True
+    try:
+        address = ipaddress.ip_address(peer)
+        return any(address in ipaddress.ip_network(net, strict=False) for net in trusted)
+    except ValueError:
+        return False
 
 
 def is_loopback(host: str) -> bool:

@@ -18,6 +18,15 @@ A rebuild (or import) fills a new generation and then repoints `current`, so rea
 the old index or the new one, never half of each; incremental writes go straight to the
 current generation (inserts before deletes, so a crash leaves extra rows, never missing).
 Writers must be serialised (the service holds `write_lock`); readers can be many.
+
+Crash repair: an incremental write first records a journal row in `<base>_meta` (the ids it
+adds and removes) and deletes it once the manifest is saved. A journal found later means a
+writer died mid-write; `repair()` then rolls the write forward when every added document is
+complete (finishing its removals) or back when one is not (dropping the half-written ones,
+keeping what it meant to replace), recounts the term frequencies from the chunks, drops
+collections of half-built generations, and saves the manifest with true counts. It runs
+when a milvus-lite file is opened (one process per file: no writer can be at work) and
+before each write; `rag repair` runs it against a shared server.
 """
 
 from __future__ import annotations
@@ -41,8 +50,8 @@ from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusC
 from index.factory import IndexMissing
 from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, Filters, ScoredChunk, StoreError, package_versions
 from rag.fusion import RRF_K
-from rag.text import normalize_width
-from rag.tokenize import STOPWORDS, tokenize
+from rag.text import match_form
+from rag.tokenize import STOPWORDS, TOKENIZER_ID, tokenize
 from rag.types import Chunk, Document
 
 FORMAT_VERSION = 1
@@ -63,6 +72,10 @@ DOC_PART_CHARS = 16_000  # <= 48 KB of UTF-8 per part, under VARCHAR's 65,535 by
 TERM_MAX_BYTES = 1000  # longer "tokens" (junk runs) are not counted; idf treats them as unseen
 MAX_TOPK = 16_384  # Milvus's limit on `limit`
 CACHE_SECONDS = 2.0  # how stale chunk counts and term frequencies may be (writes clear it)
+CACHE_ENTRIES = 4096  # one entry per distinct query term: bounded, oldest dropped first
+JOURNAL = "journal:"  # + generation: the meta row of a write in progress
+log = logging.getLogger(__name__)
+REPAIRS_ON_OPEN: dict[tuple[str, str], dict[str, Any]] = {}  # (uri, collection): what opening a lite file repaired
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,150}$")
 CHUNK_FIELDS = ["chunk_id", "doc_id", "title", "date", "start", "end", "text"]
 DUMMY_VECTOR = [1.0, 0.0]  # Milvus wants a vector field in every collection
@@ -282,9 +295,9 @@ def _entity(hit: Any) -> dict[str, Any]:
 
 
 def search_text(chunk: Chunk) -> str:
-    """What the BM25 analyzer sees: title and text, width-folded and lower-cased like
-    `rag.tokenize` does before jieba."""
-    return normalize_width(f"{chunk.title} {chunk.text}")
+    """What the BM25 analyzer sees: title and text in the match form (simplified script,
+    width-folded, lower-cased), as `rag.tokenize` gives jieba."""
+    return match_form(f"{chunk.title} {chunk.text}")
 
 
 def chunk_terms(chunk: Chunk) -> set[str]:
@@ -322,7 +335,7 @@ class MilvusStore:
             "index_kind": index_kind,
             "embedder": {"id": embedder_id, "dim": dim},
             "chunking": chunking,
-            "tokenizer": "jieba.lcut_for_search+width-normalised+stopwords",
+            "tokenizer": TOKENIZER_ID,
             "milvus": {
                 "uri": target.uri if target.is_lite else "server",
                 "collection": target.collection,
@@ -342,6 +355,8 @@ class MilvusStore:
             raise StoreError(f"Milvus index {target.collection} has format {manifest.get('format')}, expected {FORMAT_VERSION}: re-index")
         store = cls(target, generation, manifest, created=True)
         store._call(store._load_generation)
+        if target.is_lite and (report := store.repair()):
+            REPAIRS_ON_OPEN[(target.uri, target.collection)] = report
         return store
 
     def _load_generation(self) -> None:
@@ -403,7 +418,10 @@ class MilvusStore:
         if hit is not None and hit[0] > now:
             return hit[1]  # type: ignore[no-any-return]
         value = compute()
+        self._cache.pop(key, None)
         self._cache[key] = (now + CACHE_SECONDS, value)
+        while len(self._cache) > CACHE_ENTRIES:
+            del self._cache[next(iter(self._cache))]  # dicts keep insertion order: the oldest first
         return value
 
     def _query(self, collection: Callable[[], str], expr: str, fields: list[str], limit: int | None = None) -> list[dict[str, Any]]:
@@ -565,6 +583,9 @@ class MilvusStore:
         n_new = sum(len(chunks) for _, chunks, _, _ in changes.add)
         self._ensure_collections(n_new)
         added_ids = {doc.doc_id for doc, *_ in changes.add}
+        if not fresh:
+            self.repair()  # a write that died before this one is settled first
+            self._begin(added_ids, set(changes.remove))
         readded = set() if fresh else self._existing_doc_ids(added_ids)
         removed_only = set() if fresh else set(changes.remove) - added_ids
         gone_chunks = self._chunks_of_docs(readded | removed_only)
@@ -609,10 +630,68 @@ class MilvusStore:
         if new_generation:
             rows.append({"key": "current", "value": self.generation, "_v": DUMMY_VECTOR})
         self._call(lambda: self.client.upsert(self.meta_name, rows))
+        self._call(lambda: self.client.delete(self.meta_name, ids=[JOURNAL + self.generation]))  # the write is complete
         if new_generation:
             self._drop_other_generations()
         self._cache.clear()
         return root
+
+    # ------------------------------------------------------------ crash repair
+
+    def _begin(self, added: set[str], removed: set[str]) -> None:
+        entry = json.dumps({"add": sorted(added), "remove": sorted(removed), "started": time.time()})
+        self._call(lambda: self.client.upsert(self.meta_name, [{"key": JOURNAL + self.generation, "value": entry, "_v": DUMMY_VECTOR}]))
+
+    def interrupted_write(self) -> dict[str, Any] | None:
+        """The journal of a write that never finished, or None."""
+        if not self._created or not self.client.has_collection(self.meta_name):
+            return None
+        rows = self._call(lambda: self.client.get(self.meta_name, ids=[JOURNAL + self.generation], output_fields=["value"]))
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def repair(self) -> dict[str, Any] | None:
+        """Settle an interrupted write (see the module docstring); what it did, or None."""
+        abandoned = self._drop_other_generations()  # half-built by a rebuild that died
+        journal = self.interrupted_write()
+        if journal is None:
+            if abandoned:
+                log.warning("dropped abandoned Milvus generations %s of %s", abandoned, self.target.collection)
+            return {"rolled": None, "dropped": [], "kept": [], "generations_dropped": abandoned} if abandoned else None
+        added, removed = set(journal["add"]), set(journal["remove"]) - set(journal["add"])
+        complete = {d for d in added if self._document_complete(d)}
+        if complete == added:  # roll forward
+            dropped, kept = removed, set()
+        else:  # roll back: half-written documents go, documents they were to replace stay if whole
+            kept = {d for d in removed if self._document_complete(d) and self._chunks_of_docs({d})}
+            dropped = (added - complete) | (removed - kept)
+        self._delete_docs(dropped)
+        self._recount_terms()
+        self.save()  # true counts in the manifest, and the journal is cleared
+        report = {
+            "rolled": "forward" if complete == added else "back",
+            "dropped": sorted(dropped),
+            "kept": sorted(complete | kept),
+            "generations_dropped": abandoned,
+        }
+        log.warning("repaired an interrupted write to Milvus %s: %s", self.target.collection, report)
+        return report
+
+    def _document_complete(self, doc_id: str) -> bool:
+        rows = self._query(lambda: self.docs_name, f"doc_id == {literal(doc_id)}", ["part", "parts"])
+        return bool(rows) and len({int(r["part"]) for r in rows}) == int(rows[0]["parts"])
+
+    def _recount_terms(self) -> None:
+        """Document frequencies from the chunks themselves (whatever the dead writer applied)."""
+        counts: Counter[str] = Counter()
+        for row in self._iterate(lambda: self.chunks_name, CHUNK_FIELDS):
+            counts.update(chunk_terms(_chunk_from_row(row)))
+        stale = {r["term"] for r in self._iterate(lambda: self.terms_name, ["term"])} - set(counts)
+        for batch in _batches(sorted(stale), 1000):
+            self._call(lambda b=batch: self.client.delete(self.terms_name, ids=b))
+        rows = [{"term": t, "df": n, "_v": DUMMY_VECTOR} for t, n in counts.items() if len(t.encode()) <= TERM_MAX_BYTES]
+        for batch in _batches(rows, 1000):
+            self._call(lambda b=batch: self.client.upsert(self.terms_name, b))
+        self._cache.clear()
 
     # ------------------------------------------------------------ write helpers
 
@@ -743,14 +822,15 @@ class MilvusStore:
         rows = self.client.get(self.meta_name, ids=["current"], output_fields=["value"])
         return rows[0]["value"] if rows else None
 
-    def _drop_other_generations(self) -> None:
+    def _drop_other_generations(self) -> list[str]:
         prefix, keep = f"{self.target.collection}_g", f"{self.target.collection}_{self.generation}_"
         stale = [name for name in self.client.list_collections() if name.startswith(prefix) and not name.startswith(keep)]
         for name in stale:
             self.client.drop_collection(name)
-        old = {name[len(self.target.collection) + 1 :].split("_")[0] for name in stale}
+        old = sorted({name[len(self.target.collection) + 1 :].split("_")[0] for name in stale})
         if old:
-            self.client.delete(self.meta_name, ids=[f"manifest:{g}" for g in sorted(old)])
+            self.client.delete(self.meta_name, ids=[key for g in old for key in (f"manifest:{g}", JOURNAL + g)])
+        return old
 
     # ------------------------------------------------------------ transfer
 

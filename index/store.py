@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rag.tokenize import TOKENIZER_ID
 from rag.types import Chunk, Document
 
 FORMAT_VERSION = 1
@@ -184,7 +185,7 @@ class FaissBm25Store:
             "index_kind": index_kind,
             "embedder": {"id": embedder_id, "dim": dim},
             "chunking": chunking,
-            "tokenizer": "jieba.lcut_for_search+width-normalised+stopwords",
+            "tokenizer": TOKENIZER_ID,
         }
         return cls({}, [], [], np.zeros((0, dim), dtype=np.float32), manifest)
 
@@ -271,20 +272,25 @@ class FaissBm25Store:
     # ------------------------------------------------------------ persistence
 
     def save(self, root: Path) -> Path:
-        """Write a new version under `root` and make it current atomically."""
+        """Write a new version under `root` and make it current atomically; the caller holds
+        `write_lock(root)`. The version it replaces is kept (the last good one before this
+        write); everything older, and what crashed writers left, is removed."""
         root.mkdir(parents=True, exist_ok=True)
+        previous = current_pointer(root)
         tmp = root / f".tmp-{uuid.uuid4().hex[:8]}"
+        final = root / version_name()
         tmp.mkdir()
         try:
             self._write_files(tmp)
-            final = root / f"v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
             os.rename(tmp, final)
             _fsync_dir(root)
             _atomic_write_text(root / "CURRENT", final.name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if current_pointer(root) != final.name:
+                shutil.rmtree(final, ignore_errors=True)  # renamed but never made current
             raise
-        _prune_versions(root, keep={final.name})
+        _prune_versions(root, keep={final.name, previous} - {None})  # type: ignore[arg-type]
         return final
 
     def _write_files(self, folder: Path) -> None:
@@ -313,6 +319,7 @@ class FaissBm25Store:
         import bm25s
         import faiss
 
+        clean_leftovers(root)
         folder = current_version(root)
         if folder is None:
             raise StoreError(f"no index at {root}: build it with `rag index`")
@@ -334,12 +341,35 @@ class FaissBm25Store:
 # ---------------------------------------------------------------- files
 
 
+def current_pointer(root: Path) -> str | None:
+    """The name of the current version (what `CURRENT` holds), or None: a cheap change check."""
+    try:
+        return (root / "CURRENT").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def current_version(root: Path) -> Path | None:
     pointer = root / "CURRENT"
     if not pointer.is_file():
         return None
     folder = root / pointer.read_text(encoding="utf-8").strip()
     return folder if (folder / "manifest.json").is_file() else None
+
+
+@contextlib.contextmanager
+def try_write_lock(root: Path) -> Iterator[bool]:
+    """The write lock if it is free now (True), else nothing (False); never waits."""
+    with open(root / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -388,12 +418,46 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _prune_versions(root: Path, keep: set[str]) -> None:
-    """Keep the current and the previous version; drop older ones and stale temp dirs."""
-    versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    keep = keep | {p.name for p in versions[-2:]}
-    for path in versions:
-        if path.name not in keep:
+    """Drop every version not in `keep` and every temp file or folder. Only under the write
+    lock: then no other writer is between its temp folder and its `CURRENT` switch, so any
+    temp left is a dead writer's (a kill -9 runs no cleanup)."""
+    for path in root.glob("v-*"):
+        if path.is_dir() and path.name not in keep:
             shutil.rmtree(path, ignore_errors=True)
     for tmp in root.glob(".tmp-*"):
-        if time.time() - tmp.stat().st_mtime > 3600:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in root.glob(".CURRENT.*"):
+        tmp.unlink(missing_ok=True)
+
+
+def version_name() -> str:
+    """Names sort by creation time (to the nanosecond), which is how leftovers are told apart."""
+    ns = time.time_ns()
+    return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(ns // 10**9))}.{ns % 10**9:09d}-{uuid.uuid4().hex[:6]}"
+
+
+def clean_leftovers(root: Path, locked: bool = False) -> list[str] | None:
+    """What killed writers left (temp folders, `.CURRENT.*` files, a version renamed into
+    place but never made current), removed if no writer is at work now (`locked`: the
+    caller holds the write lock); the current version and the one before it are kept.
+    Returns the names removed, or None when it could not run. Cheap; called on every load."""
+    if not (root / "CURRENT").is_file():
+        return None
+    try:
+        if locked:
+            return _remove_leftovers(root)
+        with try_write_lock(root) as free:
+            return _remove_leftovers(root) if free else None  # a writer's temp files are not leftovers
+    except OSError:  # e.g. an index on a read-only mount: nothing to clean there
+        return None
+
+
+def _remove_leftovers(root: Path) -> list[str] | None:
+    current = current_pointer(root)
+    if current is None or not (root / current / "manifest.json").is_file():
+        return None  # nothing trustworthy to keep: leave every version for a human
+    older = sorted(p.name for p in root.glob("v-*") if p.is_dir() and p.name < current)
+    keep = {current, *older[-1:]}
+    doomed = sorted(p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".CURRENT.", "v-")) and p.name not in keep)
+    _prune_versions(root, keep)
+    return doomed

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from rag.text import normalize_width
+from rag.text import match_form
 from rag.tokenize import pos_words
 
 
@@ -36,7 +36,7 @@ MULTI_CHAR_UNITS = sorted(
 SINGLE_CHAR_UNITS = "个名人户期次家项村所元米亩吨岁天届批条支座件场倍级层位种部集首枚架辆艘颗株只匹头本篇张分秒克度%‰"
 _UNIT_ALTERNATION = "|".join(MULTI_CHAR_UNITS) + f"|[{SINGLE_CHAR_UNITS}]"
 _NUMBER_RE = re.compile(
-    r"(?:约|近|超过|逾)?(?:\d+(?:[.,]\d+)*|[一二三四五六七八九十百千两]+)(?:万|亿|千|百)?(?:余|多)?"
+    r"(?:约|近|超过|逾)?(?:\d+(?:[.,]\d+)*|[零〇一二三四五六七八九十百千两][零〇一二三四五六七八九十百千万亿两]*)(?:万|亿|千|百)?(?:余|多)?"
     rf"(?:{_UNIT_ALTERNATION})?"
 )
 _DATE_RE = re.compile(r"\d{4}年(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日|\d{1,2}月(?:份|上旬|中旬|下旬)?|[上下本今去明]年")
@@ -45,7 +45,7 @@ _ROLE_BEFORE_NAME = re.compile(r"(?:书记|主任|党员|记者|委员|局长|�
 
 
 def question_type(question: str) -> AnswerType:
-    q = normalize_width(question)
+    q = match_form(question)
     for answer_type, cue in _TYPE_CUES:
         if cue.search(q):
             return answer_type
@@ -54,7 +54,7 @@ def question_type(question: str) -> AnswerType:
 
 def question_unit(question: str) -> str | None:
     """The measure word asked for: 多少名 → 名, 几个 → 个."""
-    match = re.search(rf"(?:多少|几)({_UNIT_ALTERNATION})", question)
+    match = re.search(rf"(?:多少|几)({_UNIT_ALTERNATION})", match_form(question))
     return match.group(1) if match else None
 
 
@@ -92,13 +92,13 @@ def person_spans(sentence: str) -> list[Span]:
     for role in _ROLE_BEFORE_NAME.finditer(sentence):
         tail = re.match(r"[\u4e00-\u9fff]{2,4}", sentence[role.end() :])
         if tail:
-            name = _trim_name(tail.group())
+            name = trim_name(tail.group())
             spans.append(Span(role.end(), role.end() + len(name), name))
     # jieba splits long Tibetan names (阿旺 | 洛桑): keep the longest of overlapping spans.
     return [s for s in spans if not any(o.start <= s.start and s.end <= o.end and o.end - o.start > s.end - s.start for o in spans)]
 
 
-def _trim_name(candidate: str) -> str:
+def trim_name(candidate: str) -> str:
     # Names end before verbs that usually follow them in news prose.
     cut = re.search(r"(?:如是|告诉|介绍|说|表示|带领|看着|指出|认为|兴奋|自豪|满怀|深入|在|的|是|和|等)", candidate)
     return candidate[: cut.start()] if cut and cut.start() >= 2 else candidate

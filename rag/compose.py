@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.answer_types import WH_WORDS, AnswerType, Span, place_stems, question_type, question_unit, typed_spans
-from rag.text import normalize_width, sentence_spans
+from rag.text import match_form, sentence_spans
 from rag.tokenize import STOPWORDS, pos_words, tokenize
 from rag.types import Answer, AnswerSentence, Citation, Document, Hit
 
@@ -70,7 +70,7 @@ def coverage(terms: dict[str, float], text: str, title: str = "") -> float:
     total = sum(terms.values())
     if not total:
         return 0.0
-    body, head = normalize_width(text), normalize_width(title)
+    body, head = match_form(text), match_form(title)
     found = sum(w if t in body else (0.5 * w if t in head else 0.0) for t, w in terms.items())
     return found / total
 
@@ -139,7 +139,7 @@ class ExtractiveComposer:
         doc_id = cand.hit.chunk.doc_id
         if doc_id not in seen:
             doc = self.document(doc_id)
-            context = normalize_width(cand.hit.chunk.title + (doc.text if doc else cand.text))
+            context = match_form(cand.hit.chunk.title + (doc.text if doc else cand.text))
             seen[doc_id] = sum(place in context for place in places) / len(places)
         return seen[doc_id]
 
@@ -212,14 +212,15 @@ def overlaps(a: Candidate, b: Candidate) -> bool:
 
 
 def question_places(question: str) -> list[str]:
-    return [normalize_width(stem) for stem in place_stems(question)]
+    return [match_form(stem) for stem in place_stems(question)]
 
 
 def type_match(sentence: str, answer_type: AnswerType, unit: str | None, question: str) -> float:
     """1 when the sentence holds a span of the expected type not already in the question."""
     if answer_type is AnswerType.OTHER:
         return 1.0
-    spans = [s for s in typed_spans(sentence, answer_type) if s.text not in question]
+    question = match_form(question)
+    spans = [s for s in typed_spans(match_form(sentence), answer_type) if s.text not in question]
     if unit and answer_type is AnswerType.NUMBER:
         return 1.0 if any(s.text.endswith(unit) for s in spans) else (0.5 if spans else 0.0)
     return 1.0 if spans else 0.0
@@ -229,19 +230,21 @@ def type_match(sentence: str, answer_type: AnswerType, unit: str | None, questio
 
 
 def short_answer(question: str, sentence: str) -> str | None:
-    """The span of `sentence` that answers a factoid question, or None."""
+    """The span of `sentence` that answers a factoid question, or None. Spans are found on
+    the match forms (either script) and returned as written in `sentence`."""
+    question, norm = match_form(question), match_form(sentence)
     answer_type = question_type(question)
-    spans = [s for s in typed_spans(sentence, answer_type) if s.text not in question]
+    spans = [s for s in typed_spans(norm, answer_type) if s.text not in question]
     if answer_type is AnswerType.OTHER or not spans:
-        spans = generic_spans(question, sentence)
+        spans = generic_spans(question, norm)
     if not spans:
         return None
     unit = question_unit(question)
-    anchors = anchor_positions(question, sentence)
+    anchors = anchor_positions(question, norm)
     best = max(spans, key=lambda s: span_score(s, anchors, unit))
     # Open questions (什么/为什么/如何…) are answered by a clause, not a noun phrase: on the
     # first 400 CMRC trial questions the clause raised short-answer EM 0.100 → 0.140, F1 0.283 → 0.396.
-    return clause_around(best, sentence) if answer_type is AnswerType.OTHER else best.text
+    return clause_around(best, sentence) if answer_type is AnswerType.OTHER else sentence[best.start : best.end]
 
 
 def clause_around(span: Span, sentence: str) -> str:
@@ -255,7 +258,7 @@ def clause_around(span: Span, sentence: str) -> str:
 
 def anchor_positions(question: str, sentence: str) -> list[tuple[int, float]]:
     """Where the question's terms occur in the sentence, with their weights."""
-    norm = normalize_width(sentence)
+    norm = match_form(sentence)
     anchors = []
     for term, weight in weighted_query_terms(question).items():
         for m in re.finditer(re.escape(term), norm):
@@ -279,12 +282,12 @@ def generic_spans(question: str, sentence: str) -> list[Span]:
     """Runs of sentence words that the question does not contain and that hold a noun,
     trimmed of adverbs, prepositions and particles at the edges: the part of the sentence
     that fills the question's gap (来古村党支部抓住[冰川旅游]“金饭碗”)."""
-    q = normalize_width(question)
+    q = match_form(question)
     spans: list[Span] = []
     run: list[tuple[int, str, str]] = []  # (start, word, flag)
     pos = 0
     for word, flag in [*pos_words(sentence), ("。", "x")]:
-        norm = normalize_width(word)
+        norm = match_form(word)
         if not re.fullmatch(r"[\W_]+", norm) and norm not in q and norm not in STOPWORDS:
             run.append((pos, word, flag))
         else:

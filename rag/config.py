@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     reader_threads: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64, description="onnxruntime threads per question for the reader"
     )
+    answer_script: str = Field(
+        "original",
+        pattern="^(original|question)$",
+        description="'original': answers in the articles' own characters; 'question': answer text converted to the question's "
+        "script (simplified/traditional), quotes unchanged",
+    )
     reader_refusal_threshold: float | None = Field(
         None, ge=0, le=1, description="override the reader's calibrated refusal probability (rag/reader/model/combiner.json)"
     )

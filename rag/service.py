@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from index.factory import IndexMissing, IndexStore, empty_store, open_store
-from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, Filters, StoreError, write_lock
+from index.store import NO_FILTERS, DocChanges, EmbedderMismatch, Filters, StoreError, clean_leftovers, current_pointer, write_lock
 from rag.chunking import ChunkingParams, chunk_document
 from rag.compose import DEFAULT_REFUSAL_THRESHOLD, ExtractiveComposer
 from rag.config import Settings
 from rag.embedders import Embedder, make_embedder
 from rag.ingest import IngestError, iter_corpus_files, load_documents
 from rag.retrieval import HybridRetriever
-from rag.tokenize import tokenize
+from rag.tokenize import TOKENIZER_ID, tokenize
 from rag.types import Answer, Document, Hit
 
 if TYPE_CHECKING:
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from rag.reader.composer import Combiner, ReaderComposer
 
 log = logging.getLogger(__name__)
+
+# How often a reader looks at `CURRENT` for a version written by another process (the CLI,
+# another server): a changed pointer is loaded before the next request uses the store.
+WATCH_INTERVAL_S = 0.2
 
 
 class QuestionError(ValueError):
@@ -45,6 +49,8 @@ class ChangeReport:
     replaced: list[str] = field(default_factory=list)  # new ids that replaced an older version
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Per file read (`add_files`, uploads): name, format, encoding (None for pdf/docx), documents (count).
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -87,6 +93,9 @@ class RagService:
         self.embedder = embedder or make_embedder(self.settings.embedder, self.settings.query_prefix, self.settings.passage_prefix)
         self.chunking = ChunkingParams(self.settings.chunk_chars, self.settings.chunk_overlap)
         self._store: IndexStore | None = None
+        self._store_pointer: str | None = None  # the CURRENT the loaded FAISS snapshot came from
+        self._store_checked = 0.0
+        self._store_lock = threading.Lock()
         self._reader: Reader | bool | None = False  # False: not built yet
         self._reader_lock = threading.Lock()
         self._combiner: Combiner | None = None
@@ -95,17 +104,36 @@ class RagService:
 
     @property
     def store(self) -> IndexStore:
-        if self._store is None:
-            self._store = self._load_or_empty()
+        if self._store is None or self._pointer_moved():
+            with self._store_lock:
+                if self._store is None or self._pointer_moved(force=True):
+                    self._store = self._load_or_empty()
         return self._store
 
+    def _pointer_moved(self, force: bool = False) -> bool:
+        """Whether another process repointed the FAISS index's CURRENT since we loaded it
+        (checked at most every WATCH_INTERVAL_S; Milvus is read live from its server)."""
+        if self.settings.store != "faiss":
+            return False
+        now = time.monotonic()
+        if not force and now - self._store_checked < WATCH_INTERVAL_S:
+            return False
+        self._store_checked = now
+        return current_pointer(Path(self.settings.index_dir)) != self._store_pointer
+
     def _load_or_empty(self) -> IndexStore:
+        self._store_pointer = current_pointer(Path(self.settings.index_dir))
         try:
             store = open_store(self.settings)  # FAISS files or Milvus, per settings.store
         except IndexMissing:
             return self._empty_store()
         self.check_embedder(store)
         return store
+
+    def _swap_in(self, store: IndexStore) -> None:
+        """Make a store this process just saved the current one (no re-read from disk)."""
+        self._store = store
+        self._store_pointer = current_pointer(Path(self.settings.index_dir))
 
     def check_embedder(self, store: IndexStore) -> None:
         built_with = store.manifest["embedder"]["id"]
@@ -132,10 +160,11 @@ class RagService:
         for doc in documents:
             incoming.setdefault(doc.doc_id, doc)
         for doc in incoming.values():
-            if store.document(doc.doc_id) is not None:
+            stored = store.document(doc.doc_id)
+            if stored is not None and stored.to_dict() == doc.to_dict():
                 report.unchanged.append(doc.doc_id)
                 continue
-            previous = store.document_by_key(doc.key)
+            previous = stored or store.document_by_key(doc.key)
             if previous is not None:
                 changes.remove.add(previous.doc_id)
                 report.replaced.append(doc.doc_id)
@@ -166,7 +195,7 @@ class RagService:
             self._embed_changes(changes, progress)
             new_store = self.store.with_changes(changes)
             new_store.save(self.settings.index_dir)
-            self._store = new_store
+            self._swap_in(new_store)
 
     def add_documents(self, documents: list[Document], sources: set[str] | None = None, progress: bool = False) -> ChangeReport:
         changes, report = self.plan(documents, sources)
@@ -175,16 +204,17 @@ class RagService:
         return report
 
     def add_files(self, paths: list[Path], progress: bool = False) -> ChangeReport:
-        """Parse every file first; one bad file means nothing is written."""
-        documents: list[Document] = []
-        sources: set[str] = set()
-        for path in paths:
-            for file in iter_corpus_files(path) if path.is_dir() else [path]:
-                documents.extend(load_documents(file))
-                sources.add(file.name)
+        """Parse every file first; one bad file means nothing is written. The report lists each
+        file's detected format and encoding."""
+        from rag.formats import load_file
+
+        loaded = [load_file(file) for path in paths for file in (iter_corpus_files(path) if path.is_dir() else [path])]
+        documents = [doc for file in loaded for doc in file.documents]
         if not documents:
             raise IngestError(f"no supported files in {', '.join(map(str, paths))}")
-        return self.add_documents(documents, sources, progress)
+        report = self.add_documents(documents, {file.name for file in loaded}, progress)
+        report.files = [file.describe() for file in loaded]
+        return report
 
     def remove(self, doc_id: str) -> ChangeReport:
         if self.store.document(doc_id) is None:
@@ -201,12 +231,28 @@ class RagService:
         incoming_keys = {d.key for d in incoming}
         documents = incoming + [d for d in previous if d.key not in incoming_keys]
         with write_lock(self.settings.index_dir):
-            self._store = self._empty_store()
+            self._swap_in(self._empty_store())  # the pointer still names the old version: no reload
             changes, report = self.plan(documents)
             self._embed_changes(changes, progress)
             new_store = self._store.with_changes(changes)
             new_store.save(self.settings.index_dir)
-            self._store = new_store
+            self._swap_in(new_store)
+        return report
+
+    def repair(self) -> dict[str, Any]:
+        """Bring the index on disk back into agreement after a crash (see index/store.py and
+        index/milvus_store.py): what was done, for `rag repair`."""
+        with write_lock(self.settings.index_dir):
+            if self.settings.store == "milvus":
+                from index.milvus_store import REPAIRS_ON_OPEN
+
+                store = open_store(self.settings)
+                target = store.target  # type: ignore[attr-defined]
+                done_on_open = REPAIRS_ON_OPEN.pop((target.uri, target.collection), None)
+                report = store.repair() or done_on_open or {"rolled": None, "dropped": [], "kept": []}  # type: ignore[attr-defined]
+            else:
+                report = {"removed": clean_leftovers(Path(self.settings.index_dir), locked=True) or []}
+            self._store = None  # the next read loads what is on disk now
         return report
 
     def _documents_on_disk(self) -> list[Document]:
@@ -223,6 +269,9 @@ class RagService:
         built_with = self.store.manifest.get("chunking")
         if built_with != self._chunking_manifest():
             return f"chunking changed from {built_with} to {self._chunking_manifest()}"
+        tokenized_with = self.store.manifest.get("tokenizer")
+        if tokenized_with != TOKENIZER_ID:
+            return f"the lexical tokenizer changed from {tokenized_with!r} to {TOKENIZER_ID!r}"
         return None
 
     def set_index_kind(self, kind: str) -> None:
@@ -231,7 +280,7 @@ class RagService:
             self.reload()
             new_store = self.store.with_index_kind(kind)
             new_store.save(self.settings.index_dir)
-            self._store = new_store
+            self._swap_in(new_store)
 
     # ------------------------------------------------------------ reads
 
@@ -301,9 +350,32 @@ class RagService:
 
     def ask(self, question: str, top_k: int | None = None, filters: Filters = NO_FILTERS) -> Answer:
         question, query_vector, hits, started, retrieved = self._retrieve(question, top_k, filters)
-        answer = self.composer().compose(question, query_vector, hits)
+        answer = self.metadata_answer(question, hits) or self.composer().compose(question, query_vector, hits)
         answer.timings_ms = self._timings(started, retrieved)
+        return self.in_answer_script(answer)
+
+    def metadata_answer(self, question: str, hits: list[Hit]) -> Answer | None:
+        """The answer to a question about an article's byline, date, dateline, source or title."""
+        from rag.metadata_answers import MetadataAnswerer
+
+        return MetadataAnswerer(self.store.document).answer(question, hits)
+
+    def in_answer_script(self, answer: Answer) -> Answer:
+        """With RAG_ANSWER_SCRIPT=question, the answer text is shown in the question's script;
+        quotes, citations and short_answer_span stay the original characters."""
+        if self.settings.answer_script != "question":
+            return answer
+        answer.answer = self._question_script(answer.question, answer.answer)
+        answer.short_answer = answer.short_answer and self._question_script(answer.question, answer.short_answer)
+        for sentence in answer.sentences:
+            sentence.text = self._question_script(answer.question, sentence.text)
         return answer
+
+    @staticmethod
+    def _question_script(question: str, text: str) -> str:
+        from rag.text import script_of, to_script
+
+        return to_script(text, script_of(question))
 
     def ask_stream(self, question: str, top_k: int | None = None, filters: Filters = NO_FILTERS) -> Iterator[dict[str, Any]]:
         """`ask` as events (see rag/generative.py): "delta" text as it is written, "sentence"
@@ -316,8 +388,12 @@ class RagService:
         question, query_vector, hits, started, retrieved = self._retrieve(question, top_k, filters)
         composer = self.composer()
 
+        known = self.metadata_answer(question, hits)
+
         def events() -> Iterator[dict[str, Any]]:
-            if isinstance(composer, GenerativeComposer):
+            if known is not None:
+                stream = answer_events(known)
+            elif isinstance(composer, GenerativeComposer):
                 stream = composer.compose_stream(question, query_vector, hits)
             else:
                 stream = answer_events(composer.compose(question, query_vector, hits))
@@ -325,6 +401,9 @@ class RagService:
                 for event in stream:
                     if event["type"] == "done":
                         event["answer"].timings_ms = self._timings(started, retrieved)
+                        self.in_answer_script(event["answer"])
+                    elif event["type"] in ("delta", "sentence") and self.settings.answer_script == "question":
+                        event = {**event, "text": self._question_script(question, event["text"])}
                     yield event
             finally:
                 stream.close()  # a client that leaves must stop the LLM stream now, not at GC

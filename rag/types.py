@@ -37,6 +37,11 @@ class Document:
     subtitle: str | None = None
     source_map: list[SourceSegment] | None = None
     doc_id: str = ""
+    # What the loader knew about the file and the article, JSON-ready: "format" (txt, pdf,
+    # docx, markdown, html, jsonl), "encoding" (as detected), "pages"/"paragraphs" ([doc
+    # offset, number] where each page or paragraph starts), "fields" ({field: {"quote": the
+    # raw line a title/byline/dateline/credit was parsed from, "source_start", "source_end"}}).
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.doc_id:
@@ -106,6 +111,10 @@ class Citation:
     score: float
     source_start: int | None = None
     source_end: int | None = None
+    # None: the quote is document text[start:end]. A field name (byline, title, date, ...):
+    # the quote is what that metadata field was read from (the raw file's line, located by
+    # source_start/source_end, or the stored value) and quote[start:end] is the value.
+    field: str | None = None
 
 
 @dataclass

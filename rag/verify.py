@@ -31,7 +31,7 @@ import numpy as np
 
 from rag.answer_types import date_spans
 from rag.prompts import REFUSAL_PHRASE, PromptPassage
-from rag.text import CLOSING_QUOTES, SENTENCE_END, normalize_width, sentence_spans
+from rag.text import CLOSING_QUOTES, SENTENCE_END, match_form, sentence_spans
 from rag.tokenize import tokenize
 
 EmbedFn = Callable[[list[str]], np.ndarray]
@@ -410,8 +410,8 @@ class PassageView:
         text = passage.text
         spans = [s for s in sentence_spans(text) if s[1] - s[0] >= 2]
         pairs = [(a[0], b[1]) for a, b in pairwise(spans)]
-        normalized = normalize_width(f"{passage.title}\n{text}")
-        return cls(passage, normalized, passage_numbers(normalize_width(text)), spans + pairs or [(0, len(text))])
+        normalized = match_form(f"{passage.title}\n{text}")
+        return cls(passage, normalized, passage_numbers(match_form(text)), spans + pairs or [(0, len(text))])
 
 
 @dataclass
@@ -507,7 +507,7 @@ class SupportChecker:
             for i, (s, e) in enumerate(view.units):
                 unit = PassageView.of(PromptPassage(view.passage.n, view.passage.hit, text[s:e])) if facts else None
                 held = sum(_fact_in(f, unit) for f in facts) if unit else 0
-                match = float(sims[i]) if sims is not None else lexical_overlap(terms, normalize_width(text[s:e]))
+                match = float(sims[i]) if sims is not None else lexical_overlap(terms, match_form(text[s:e]))
                 scores.append((held, round(match, 3), -(e - s)))
             evidence[view.passage.n] = view.units[max(range(len(scores)), key=scores.__getitem__)]
         return evidence
@@ -519,8 +519,8 @@ def _fact_in(fact: Fact, view: PassageView) -> bool:
         # Same value, and the same measure word when both sides have one (16家 is not 16名).
         return bool(units) and (fact.unit is None or None in units or fact.unit in units)
     if fact.kind == "date":
-        return date_in(normalize_width(fact.text), view.normalized)
-    return normalize_width(fact.text) in view.normalized
+        return date_in(match_form(fact.text), view.normalized)
+    return match_form(fact.text) in view.normalized
 
 
 def _list(ns: list[int]) -> str:

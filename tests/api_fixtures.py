@@ -54,13 +54,13 @@ def make_app(settings: ApiSettings, embedder: Embedder, **kwargs: Any) -> FastAP
 
 
 class LiveServer:
-    """uvicorn serving `app` on 127.0.0.1 at a free port."""
+    """uvicorn serving `app` on 127.0.0.1 at a free port (or at `port`: a restarted server)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
         self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)

@@ -229,7 +229,8 @@ def test_upload_files(rw: TestClient) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "status", "field"),
     [
-        ({"files": {"file": ("a.pdf", b"%PDF-1.4", "application/pdf")}}, 415, "file"),
+        ({"files": {"file": ("a.doc", b"\xd0\xcf\x11\xe0", "application/msword")}}, 415, "file"),
+        ({"files": {"file": ("a.pdf", b"%PDF-1.4", "application/pdf")}}, 422, "file"),
         ({"files": {"file": ("a.txt", b"\xff\xfe\xfa bad", "text/plain")}}, 422, "file"),
         ({"files": {"file": ("a.txt", b"   ", "text/plain")}}, 422, "file"),
         ({"files": {"other": ("a.txt", b"text", "text/plain")}}, 422, "file"),

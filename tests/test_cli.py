@@ -42,10 +42,10 @@ def test_add_then_remove_round_trip(seed_service_rw: RagService, tmp_path: Path,
     )
     assert run(index_dir, "add", str(article)) == 0
     out = capsys.readouterr().out
-    assert out.startswith("1 added")
+    assert out.startswith("new.jsonl: jsonl, utf-8, 1 article\n1 added")
     doc_id = out.split()[-2]
     assert run(index_dir, "add", str(article)) == 0
-    assert capsys.readouterr().out.startswith("0 added, 0 replaced, 0 removed, 1 unchanged")
+    assert "\n0 added, 0 replaced, 0 removed, 1 unchanged" in capsys.readouterr().out
     assert run(index_dir, "remove", doc_id) == 0
     assert RagService(seed_service_rw.settings, seed_service_rw.embedder).store.document(doc_id) is None
 
@@ -76,11 +76,11 @@ def test_one_bad_file_among_good_ones_writes_nothing(
     good = tmp_path / "good.txt"
     good.write_text("山南新闻\n\n山南市建成高标准农田一万亩。", encoding="utf-8")
     bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"\xff\xfe\x00bad")
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")  # binary; GBK etc. are read since encoding detection
     index_dir = seed_service_rw.settings.index_dir
     before = current_version(index_dir)
     assert run(index_dir, "add", str(good), str(bad)) == 2
-    assert "not valid UTF-8" in capsys.readouterr().err
+    assert "bad.txt: looks like a binary file" in capsys.readouterr().err
     assert current_version(index_dir) == before
 
 

@@ -22,7 +22,7 @@ from rag.cli import main
 from rag.config import Settings
 from rag.eval.datasets import load_dataset
 from rag.eval.harness import HttpAnswerer, InProcessAnswerer, cited_sentences, evaluate
-from rag.eval.report import compare, flatten, verdict
+from rag.eval.report import compare, flatten, markdown, verdict
 from rag.service import RagService
 
 CMRC = SHARED / "data" / "cmrc2018" / "cmrc2018_trial.json"
@@ -456,7 +456,10 @@ def test_http_answerer_falls_back_to_ask_and_waits_out_429(cmrc_slice: Path, cmr
     finally:
         answerer.close()
     assert report.run["ranked_list_from"] == "/ask" and report.run["rate_limited_retries"] == 1
+    assert report.run["rate_limited_wait_s"] == 0.0  # Retry-After: 0, waited out and counted
     assert report.metrics["counts"]["errors"] == 0
+    text = markdown(report)
+    assert "1 answers were 429 and retried" in text and "over the run's wall clock" in text
     local = {q["qid"]: q for q in rows(cmrc_run["out"])}
     for q in report.questions:
         assert q["ranked_doc_ids"] == local[q["qid"]]["ranked_doc_ids"]

@@ -140,7 +140,8 @@ def test_jsonl_records(tmp_path: Path) -> None:
         ("bad.jsonl", '{"title": "甲", "text": "x"}\n{"title": 3, "text": "y"}\n', "bad.jsonl:2: missing or empty 'title'"),
         ("bad2.jsonl", "{not json}\n", "bad2.jsonl:1: invalid JSON"),
         ("empty.txt", "  \n\n", "file is empty"),
-        ("a.pdf", "x", "unsupported file type"),
+        ("a.doc", "x", "unsupported file type"),
+        ("a.pdf", "x", "not a readable PDF"),
     ],
 )
 def test_bad_files_have_one_line_reasons(tmp_path: Path, name: str, content: str, message: str) -> None:
@@ -151,8 +152,12 @@ def test_bad_files_have_one_line_reasons(tmp_path: Path, name: str, content: str
     assert "\n" not in str(err.value)
 
 
-def test_invalid_utf8_is_rejected(tmp_path: Path) -> None:
+def test_gbk_is_read_and_binary_is_rejected(tmp_path: Path) -> None:
+    """GBK text used to be refused as "not valid UTF-8"; it is detected now (tests/test_formats.py)."""
     path = tmp_path / "gbk.txt"
-    path.write_bytes("党建引领".encode("gbk"))
-    with pytest.raises(IngestError, match="not valid UTF-8"):
+    path.write_bytes("党建引领\n\n党建引领乡村振兴，各地持续推进基层组织建设。".encode("gbk"))
+    [doc] = load_documents(path)
+    assert (doc.title, doc.text, doc.meta["encoding"]) == ("党建引领", "党建引领乡村振兴，各地持续推进基层组织建设。", "gb18030")
+    path.write_bytes(b"\x00\x01\x02binary\x00")
+    with pytest.raises(IngestError, match="binary file"):
         load_documents(path)

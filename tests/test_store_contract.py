@@ -445,3 +445,12 @@ def test_several_processes_share_one_milvus_server(milvus_server: str, tmp_path:
     after = run_rag(["docs"], {**env, "RAG_INDEX_DIR": str(tmp_path / "worker0")})
     assert after.returncode == 0 and "那曲赛马节" not in after.stdout and "日喀则青稞" in after.stdout
     milvus_store.disconnect(MilvusTarget(milvus_server))
+
+
+def test_the_milvus_term_cache_is_bounded(seed_services: dict[str, RagService]) -> None:
+    from index.milvus_store import CACHE_ENTRIES
+
+    store = seed_services["milvus"].store
+    for i in range(CACHE_ENTRIES + 500):
+        store.idf(f"词{i}")
+    assert len(store._cache) <= CACHE_ENTRIES

@@ -34,6 +34,7 @@ class PreparedQuestion:
     conversation_id: str
     rewrite_ms: float
     rewritten_by: str | None = None  # "llm" or "rules" when the question was rewritten
+    conversation_reset: bool = False  # the client's conversation_id was unknown or expired: a new one was issued
 
 
 def check_question_length(ctx: ApiContext, question: str, field: str = "question") -> str:
@@ -49,7 +50,12 @@ def check_question_length(ctx: ApiContext, question: str, field: str = "question
 async def prepare(ctx: ApiContext, body: AskRequest) -> PreparedQuestion:
     """Validate against the server's limit, then rewrite a follow-up into a standalone question."""
     question = check_question_length(ctx, body.question)
-    conversation_id = body.conversation_id or ctx.conversations.new_id()
+    # An id the server does not know (restarted, expired, evicted) is not adopted silently: the
+    # client gets a fresh id and `conversation_reset` in `meta`, and its `history` still
+    # resolves the follow-up (a known conversation always holds at least one turn).
+    known = ctx.conversations.turns(body.conversation_id) if body.conversation_id else []
+    reset = bool(body.conversation_id) and not known
+    conversation_id = body.conversation_id if known else ctx.conversations.new_id()
     started = time.perf_counter()
     # Client-sent history wins over the server-side conversation; only the recent turns
     # matter, and only a question's worth of each (bounds the work a request can cause).
@@ -59,11 +65,11 @@ async def prepare(ctx: ApiContext, body: AskRequest) -> PreparedQuestion:
         turns = turns_from_messages(history)
         messages = [{"role": role, "content": content} for role, content in history]
     else:
-        turns = ctx.conversations.turns(conversation_id)
+        turns = known
         messages = turns_as_messages(turns)
     rewritten, rewritten_by = await standalone_question(ctx, question, messages, turns)
     rewrite_ms = round((time.perf_counter() - started) * 1000, 1)
-    return PreparedQuestion(question, rewritten or question, rewritten, conversation_id, rewrite_ms, rewritten_by)
+    return PreparedQuestion(question, rewritten or question, rewritten, conversation_id, rewrite_ms, rewritten_by, reset)
 
 
 async def standalone_question(
@@ -86,6 +92,28 @@ async def standalone_question(
     return (rewritten, "rules") if rewritten else (None, None)
 
 
+def is_public(request: Request) -> bool:
+    return getattr(getattr(request.state, "principal", None), "role", None) == "public"
+
+
+def public_limits(request: Request, body: AskRequest) -> int | None:
+    """The top_k a request may use. The public widget key is in every visitor's page: it may
+    not pick documents (exclude_doc_ids walked the corpus chunk by chunk) and gets at most
+    `public_max_top_k` passages, of which only the cited ones are returned."""
+    if not is_public(request):
+        return body.top_k
+    filters = body.filters
+    if filters and (filters.doc_ids is not None or filters.exclude_doc_ids is not None or filters.title_contains):
+        raise ApiError(403, "the public widget key cannot filter by document or title", field="filters")
+    limit = get_ctx(request).settings.public_max_top_k
+    return min(body.top_k or limit, limit)
+
+
+def cited_passages_only(payload: dict[str, Any]) -> dict[str, Any]:
+    cited = {c["chunk_id"] for c in payload["citations"]}
+    return {**payload, "passages": [p for p in payload["passages"] if p["chunk_id"] in cited]}
+
+
 def remember(ctx: ApiContext, prepared: PreparedQuestion, answer: Answer) -> None:
     turn = Turn(prepared.standalone) if answer.refused else Turn(prepared.standalone, answer.short_answer, answer.answer)
     ctx.conversations.append(prepared.conversation_id, turn)
@@ -102,6 +130,7 @@ def ask_payload(prepared: PreparedQuestion, answer: Answer) -> dict[str, Any]:
         rewritten_question=prepared.rewritten,
         rewritten_by=prepared.rewritten_by,
         conversation_id=prepared.conversation_id,
+        conversation_reset=prepared.conversation_reset,
         timings_ms=timings,
     )
     return payload
@@ -116,11 +145,13 @@ def ask_payload(prepared: PreparedQuestion, answer: Answer) -> dict[str, Any]:
 )
 async def ask(body: AskRequest, request: Request) -> dict[str, Any]:
     ctx = get_ctx(request)
+    top_k = public_limits(request, body)
     prepared = await prepare(ctx, body)
-    answer = await run_in_threadpool(ctx.answerer.answer, prepared.standalone, body.top_k, body.filters_or_none())
+    answer = await run_in_threadpool(ctx.answerer.answer, prepared.standalone, top_k, body.filters_or_none())
     remember(ctx, prepared, answer)
     request.state.timings = answer.timings_ms
-    return ask_payload(prepared, answer)
+    payload = ask_payload(prepared, answer)
+    return cited_passages_only(payload) if is_public(request) else payload
 
 
 # ---------------------------------------------------------------- streaming
@@ -159,7 +190,8 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
 }
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Server-Sent Events: `meta`, then `delta` {text} pieces, a `citation` event after each [n] marker, "
+        "description": "Server-Sent Events: `meta` {conversation_id, conversation_reset (the conversation_id sent was unknown "
+        "or expired: a new one was issued), question, rewritten_question, rewritten_by}, then `delta` {text} pieces, a `citation` event after each [n] marker, "
         "with an LLM configured a `sentence` event {index, text, citations, supported, rule, detail, removed_markers} once "
         "each generated sentence is verified (unsupported ones are left out of the final answer), "
         "`reset` if the text so far is withdrawn (the extractive answer follows), "
@@ -179,8 +211,9 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
     ctx = get_ctx(request)
+    top_k = public_limits(request, body)
     prepared = await prepare(ctx, body)
-    events = iter(await run_in_threadpool(ctx.answerer.stream, prepared.standalone, body.top_k, body.filters_or_none()))
+    events = iter(await run_in_threadpool(ctx.answerer.stream, prepared.standalone, top_k, body.filters_or_none()))
     # Pull the first event before answering 200, so a bad question still gets a 4xx.
     first = await run_in_threadpool(_start, events)
     return StreamingResponse(
@@ -203,6 +236,7 @@ async def stream_events(
             "meta",
             {
                 "conversation_id": prepared.conversation_id,
+                "conversation_reset": prepared.conversation_reset,
                 "question": prepared.asked,
                 "rewritten_question": prepared.rewritten,
                 "rewritten_by": prepared.rewritten_by,
@@ -215,7 +249,8 @@ async def stream_events(
             if isinstance(event, Done):
                 remember(ctx, prepared, event.answer)
                 request.state.timings = event.answer.timings_ms
-                yield sse("done", ask_payload(prepared, event.answer))
+                payload = ask_payload(prepared, event.answer)
+                yield sse("done", cited_passages_only(payload) if is_public(request) else payload)
                 counters.stream_events_sent += 1
                 completed = True
                 break

@@ -23,19 +23,13 @@ from api.errors import ApiError
 from api.schemas import ERROR_RESPONSES, ID_PATTERN, ChangeResponse, DocumentDetail, DocumentIn, DocumentList
 from api.security import require
 from rag import ingest
+from rag.formats import SUPPORTED_SUFFIXES, LoadedFile, format_of, load_bytes
 from rag.service import ChangeReport
 from rag.types import Document
 
 router = APIRouter(tags=["documents"])
 log = logging.getLogger("rag.api")
 
-_FILE_LOADERS = {
-    ".txt": ingest.documents_from_text,
-    ".md": ingest.documents_from_markdown,
-    ".html": ingest.documents_from_html,
-    ".htm": ingest.documents_from_html,
-    ".jsonl": ingest.documents_from_jsonl,
-}
 _NOT_FOUND = {404: {"model": ERROR_RESPONSES[422]["model"], "description": "no such document"}}
 
 
@@ -90,7 +84,12 @@ _UPLOAD_BODY = {
                     "required": ["file"],
                     "additionalProperties": False,
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "a .txt, .md, .html or .jsonl file (UTF-8)"}
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a .txt, .md/.markdown, .html/.htm, .jsonl, .pdf (text layer; no OCR) or .docx file; "
+                            "text files in any common encoding (UTF-8, UTF-16, GB18030/GBK, Big5: detected, reported in `files`)",
+                        }
                     },
                 }
             },
@@ -119,12 +118,15 @@ async def add_document(request: Request) -> dict[str, Any]:
         )
     body = await read_limited(request, ctx.settings.max_upload_bytes)
     if content_type == "application/json":
-        documents, sources = [document_from_json(body)], None
+        documents, sources, loaded = [document_from_json(body)], None, None
     else:
-        documents, sources = await documents_from_upload(request, body)
+        loaded = await file_from_upload(request, body)
+        documents, sources = loaded.documents, {loaded.name}
     async with ctx.write_lock:
         report: ChangeReport = await run_in_threadpool(ctx.service.add_documents, documents, sources)
         ctx.counters.writes += report.changed
+    if loaded is not None:
+        report.files = [loaded.describe()]
     store = ctx.service.store
     named = [store.document(d.doc_id) for d in documents]
     return {**report.__dict__, "documents": [summary(ctx, d) for d in named if d is not None]}
@@ -174,7 +176,10 @@ def document_from_json(body: bytes) -> Document:
     return ingest.document_from_record(record, record["source"])
 
 
-async def documents_from_upload(request: Request, body: bytes) -> tuple[list[Document], set[str]]:
+async def file_from_upload(request: Request, body: bytes) -> LoadedFile:
+    """The uploaded file's articles, parsed in a worker thread: a PDF can take seconds and the
+    event loop must keep answering /health and queries meanwhile."""
+
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -188,20 +193,20 @@ async def documents_from_upload(request: Request, body: bytes) -> tuple[list[Doc
     if not isinstance(upload, UploadFile):
         raise ApiError(422, "the multipart body needs a file in the 'file' field", field="file")
     name = PurePath(upload.filename or "").name
-    loader = _FILE_LOADERS.get(PurePath(name).suffix.lower())
-    if loader is None:
-        raise ApiError(415, f"unsupported file type {name!r}: use {', '.join(_FILE_LOADERS)}", field="file")
+    if format_of(name) is None:
+        raise ApiError(415, f"unsupported file type {name!r}: use {', '.join(SUPPORTED_SUFFIXES)}", field="file")
     raw = await upload.read()
+    return await run_in_threadpool(parse_upload, raw, name)
+
+
+def parse_upload(raw: bytes, name: str) -> LoadedFile:
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ApiError(422, f"{name}: not valid UTF-8 (byte {err.start})", field="file") from None
-    if not text.strip():
-        raise ApiError(422, f"{name}: file is empty", field="file")
-    try:
-        return loader(text, name), {name}
+        return load_bytes(raw, name)
     except ingest.IngestError as err:
         raise ApiError(422, str(err), field="file") from None
+    except RecursionError:  # pypdf, markdown-it, lxml recurse per nesting level: a crafted file ends here
+        log.warning("upload %s is nested too deeply to parse", name)
+        raise ApiError(422, f"{name}: nested too deeply to parse", field="file") from None
     except (ValueError, IndexError, KeyError) as err:  # a parser bug must not become a 500
         log.exception("could not parse upload %s", name)
         raise ApiError(422, f"{name}: could not be parsed ({type(err).__name__})", field="file") from None

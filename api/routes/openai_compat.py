@@ -5,6 +5,13 @@ keeps its [n] markers and ends with a numbered source list; the structured citat
 in the extra `citations` field (on the final chunk when streaming), with `fallback` /
 `fallback_reason` when the configured LLM's answer could not be used.
 
+Where the protocol has a parameter this service cannot honour it refuses it instead of
+ignoring it: `model` must be the id GET /v1/models lists (or its alias `rag`; anything else is
+404 model_not_found), `n` must be 1. `max_tokens` (or `max_completion_tokens`) cuts the
+content after that many tokens, a token being a character as in `usage`, with finish_reason
+"length"; `stream_options.include_usage` ends the stream with a usage chunk. Invalid requests
+are 400 with OpenAI's error object, as OpenAI's clients expect.
+
 OpenAI's protocol cannot withdraw streamed text, so with an LLM configured the stream
 carries only verified sentences (each with its markers, as soon as it is verified), never
 the raw tokens; if the generated answer is abandoned after some sentences went out, the
@@ -15,11 +22,13 @@ chunk resolves the markers of the sentences sent before it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -38,6 +47,8 @@ from rag.types import Answer
 router = APIRouter(tags=["openai-compatible"])
 
 MODEL_ID = "rag-extractive"
+# Also accepted for `model` and answered as MODEL_ID (README, /v1): a short name for hand-written requests.
+MODEL_ALIASES = {"rag": MODEL_ID}
 
 # One event of the stream: a chat.completion.chunk as JSON, or the final "[DONE]".
 CHUNK_EVENT_SCHEMA: dict[str, Any] = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
@@ -48,6 +59,20 @@ CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     **OPENAI_ERROR_RESPONSES,
 }
+
+
+def resolve_model(name: str) -> str:
+    """The listed model id `name` stands for; 404 model_not_found (OpenAI's answer) otherwise,
+    so a client configured for another model learns it instead of getting our answers."""
+    if name == MODEL_ID or name in MODEL_ALIASES:
+        return MODEL_ALIASES.get(name, name)
+    message = f"The model {name!r} does not exist here: use {MODEL_ID!r} (see GET /v1/models) or its alias 'rag'"
+    raise ApiError(404, message, field="model", code="model_not_found")
+
+
+def check_unsupported(body: ChatRequest) -> None:
+    if body.n is not None and body.n != 1:
+        raise ApiError(400, f"n={body.n} is not supported: this service gives one answer per request (send n=1 or leave n out)", field="n")
 
 
 def sources_footer(answer: Answer) -> str:
@@ -105,24 +130,28 @@ def answer_extras(answer: Answer, asked: ChatQuestion) -> dict[str, Any]:
 )
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     ctx = get_ctx(request)
+    model = resolve_model(body.model)
+    check_unsupported(body)
     asked = await split_conversation(ctx, body)
-    completion = Completion(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    completion = Completion(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), model, include_usage)
+    metered = Metered(body.token_budget)
     if body.stream:
         events = await run_in_threadpool(lambda: iter(ctx.answerer.stream(asked.standalone, body.top_k)))
         first = await run_in_threadpool(next, events, None)
         # Verified sentences only when the answerer streams unverified LLM text.
         content = VerifiedContent() if getattr(ctx.answerer, "generative", False) else DeltaContent()
-        chunks = stream_chunks(request, events, first, completion, asked, content)
+        chunks = stream_chunks(request, events, first, completion, asked, content, metered)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     answer = await run_in_threadpool(ctx.answerer.answer, asked.standalone, body.top_k)
     request.state.timings = answer.timings_ms
-    text = answer.answer + sources_footer(answer)
+    text = metered.take(answer.answer + sources_footer(answer))
     return {
         "id": completion.id,
         "object": "chat.completion",
         "created": completion.created,
-        "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": metered.finish_reason}],
         "usage": usage(asked.standalone, text),
         **answer_extras(answer, asked),
     }
@@ -133,21 +162,43 @@ def usage(prompt: str, completion: str) -> dict[str, int]:
     return {"prompt_tokens": len(prompt), "completion_tokens": len(completion), "total_tokens": len(prompt) + len(completion)}
 
 
+@dataclass
+class Metered:
+    """The content the client receives: with a budget (`max_tokens`) cut after that many
+    tokens, a token being a character as `usage` counts them, and then finished with
+    "length" as OpenAI's choices are; `sent` is what went out, for the usage chunk."""
+
+    budget: int | None
+    sent: str = ""
+    cut: bool = False
+
+    def take(self, text: str) -> str:
+        kept = text if self.budget is None else text[: max(0, self.budget - len(self.sent))]
+        self.cut = self.cut or len(kept) < len(text)
+        self.sent += kept
+        return kept
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.cut else "stop"
+
+
 @dataclass(frozen=True)
 class Completion:
     id: str
     created: int
     model: str
+    include_usage: bool = False  # stream_options.include_usage: end with a usage chunk
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        chunk = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
+        return self._event({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+    def usage_chunk(self, counts: dict[str, int]) -> str:
+        """OpenAI's last chunk when usage was asked for: no choices, only `usage`."""
+        return self._event({"choices": [], "usage": counts})
+
+    def _event(self, fields: dict[str, Any]) -> str:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, **fields}
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
 
@@ -210,6 +261,7 @@ async def stream_chunks(
     completion: Completion,
     asked: ChatQuestion,
     content: DeltaContent | VerifiedContent,
+    metered: Metered,
 ) -> AsyncIterator[str]:
     yield completion.chunk({"role": "assistant", "content": ""})
     event = first
@@ -221,12 +273,15 @@ async def stream_chunks(
                 answer = event.answer
                 request.state.timings = answer.timings_ms
                 rest, extras = content.finish(answer)
-                text = rest + sources_footer(answer)
+                text = metered.take(rest + sources_footer(answer))
                 if text:
                     yield completion.chunk({"content": text})
-                yield completion.chunk({}, "stop", **answer_extras(answer, asked), **extras)
+                yield completion.chunk({}, metered.finish_reason, **answer_extras(answer, asked), **extras)
+                if completion.include_usage:
+                    yield completion.usage_chunk(usage(asked.standalone, metered.sent))
                 break
-            text = content.feed(event)
+            # Past the budget the events still run to Done: the last chunk carries the citations.
+            text = metered.take(content.feed(event))
             if text:
                 yield completion.chunk({"content": text})
             event = await run_in_threadpool(next, events, None)
@@ -238,6 +293,20 @@ async def stream_chunks(
                 close()  # a client that left stops the work (a no-op once the events are exhausted)
 
 
-@router.get("/v1/models", response_model=ModelList, responses=OPENAI_ERROR_RESPONSES, dependencies=[Depends(require("read"))])
-async def list_models() -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "rag-zh"}]}
+MODELS_RESPONSES = {status: response for status, response in OPENAI_ERROR_RESPONSES.items() if status not in {400, 404, 413, 415}}
+
+
+@router.get("/v1/models", response_model=ModelList, responses=MODELS_RESPONSES, dependencies=[Depends(require("read"))])
+async def list_models(request: Request) -> dict[str, Any]:
+    created = await run_in_threadpool(model_created, get_ctx(request))
+    return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": created, "owned_by": "rag-zh"}]}
+
+
+def model_created(ctx: ApiContext) -> int:
+    """When the index answering was last written (its manifest's `created_at`): what the
+    model answers from changes exactly then. Before the first build: when this module was
+    installed. Either way the same on every call until the index changes."""
+    built = ctx.service.store.manifest.get("created_at")
+    with contextlib.suppress(TypeError, ValueError):
+        return int(dt.datetime.strptime(built, "%Y-%m-%dT%H:%M:%S%z").timestamp())
+    return int(Path(__file__).stat().st_mtime)

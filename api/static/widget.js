@@ -36,7 +36,12 @@
       interrupted: "（回答被中断）",
       error: "出错了：",
       network: "无法连接到问答服务，请稍后再试。",
+      origin: "问答服务未允许本网站调用，请联系网站管理员。",
+      key: "问答服务拒绝了本网站的访问密钥，请联系网站管理员。",
       limited: "提问太频繁了，请稍等片刻再试。",
+      retry: "重试",
+      waiting: "回答中…",
+      wait: "请等当前回答完成后再发送，您的问题已保留在输入框中。",
       source: "来源",
       closeQuote: "关闭引文",
     },
@@ -59,7 +64,12 @@
       interrupted: "(answer interrupted)",
       error: "Error: ",
       network: "Cannot reach the answering service. Please try again later.",
+      origin: "The answering service does not allow this site. Please tell the site's administrator.",
+      key: "The answering service rejected this site's widget key. Please tell the site's administrator.",
       limited: "Too many questions at once. Please wait a moment.",
+      retry: "Retry",
+      waiting: "Answering…",
+      wait: "Please wait for the current answer; your question is kept in the box.",
       source: "Source",
       closeQuote: "Close quote",
     },
@@ -90,10 +100,12 @@
     ".bot.refused .body { color: #6b4e00; }",
     ".bot.error .body { color: #a40e26; }",
     ".hint { font-size: 12px; color: #6e7781; margin-bottom: 4px; }",
+    ".short { display: block; font-weight: 700; margin-bottom: 4px; }",
+    ".short[hidden] { display: none; }",
     ".badge { display: inline-block; min-width: 18px; margin: 0 2px; padding: 0 5px; border: 0; border-radius: 9px; background: #fde8e8; color: #b4232a; font-size: 11px; line-height: 18px; vertical-align: super; text-align: center; }",
     "button.badge:hover { background: #b4232a; color: #fff; }",
-    ".actions { display: flex; gap: 6px; margin-top: 8px; align-items: center; }",
-    ".actions button { border: 1px solid #d0d7de; background: #fff; border-radius: 8px; padding: 2px 8px; font-size: 12px; }",
+    ".actions, .again { display: flex; gap: 6px; margin-top: 8px; align-items: center; }",
+    ".actions button, .again button { border: 1px solid #d0d7de; background: #fff; border-radius: 8px; padding: 2px 8px; font-size: 12px; }",
     ".actions button[aria-pressed=true] { background: #fde8e8; border-color: #b4232a; }",
     ".actions button:disabled { cursor: default; opacity: .7; }",
     ".actions .note { font-size: 12px; color: #6e7781; }",
@@ -104,9 +116,12 @@
     ".quote blockquote { margin: 6px 0 0; padding-left: 10px; border-left: 3px solid #b4232a; white-space: pre-wrap; color: #57606a; }",
     ".quote mark { background: #fff1b8; color: #1f2328; padding: 0 1px; }",
     ".form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid #e3e3e6; background: #fff; }",
-    ".form textarea { flex: 1; resize: none; height: 44px; padding: 8px 10px; border: 1px solid #d0d7de; border-radius: 10px; font: inherit; color: inherit; }",
+    // 16px: iOS Safari zooms the page into any input whose text is smaller.
+    ".form textarea { flex: 1; resize: none; height: 44px; padding: 8px 10px; border: 1px solid #d0d7de; border-radius: 10px; font: inherit; font-size: 16px; line-height: 1.5; color: inherit; }",
     ".form button { border: 0; border-radius: 10px; padding: 0 16px; background: #b4232a; color: #fff; }",
     ".form button:disabled { opacity: .5; cursor: default; }",
+    ".status { margin: 0; padding: 6px 12px 0; font-size: 12px; color: #6b4e00; background: #fff; }",
+    ".status:empty { display: none; }",
     "@media (max-width: 480px) { .root { right: 8px; bottom: 8px; } .panel { width: calc(100vw - 16px); height: calc(100vh - 16px); } }",
   ].join("\n");
 
@@ -184,9 +199,13 @@
   send.type = "submit";
   form.appendChild(input);
   form.appendChild(send);
+  // Says why a question was not sent yet (empty when there is nothing to say).
+  var status = el("p", "status");
+  status.setAttribute("aria-live", "polite");
 
   panel.appendChild(head);
   panel.appendChild(log);
+  panel.appendChild(status);
   panel.appendChild(form);
   root.appendChild(launcher);
   root.appendChild(panel);
@@ -195,14 +214,27 @@
 
   var busy = false;
 
+  /* One answer at a time: while it streams the send button is disabled and says so, and a
+     question typed meanwhile stays in the input (it is sent with Enter once the answer is done). */
+  function setBusy(value) {
+    busy = value;
+    send.disabled = value;
+    send.textContent = value ? L.waiting : L.send;
+    if (!value) status.textContent = "";
+  }
+
   // ------------------------------------------------------------ rendering
 
   function setOpen(open, quiet) {
+    // Where focus was decides where it goes: closing from inside the panel (Esc, ×) hands it
+    // to the launcher, not to the page's <body>.
+    var focusInside = Boolean(shadow.activeElement);
     state.open = open;
     panel.hidden = !open;
     launcher.hidden = open;
     persist();
     if (open && !quiet) input.focus(); // restoring an open panel on page load must not steal focus
+    if (!open && focusInside) launcher.focus();
   }
 
   function scrollToEnd() {
@@ -306,7 +338,7 @@
   }
 
   function copyText(message) {
-    var lines = [message.text];
+    var lines = message.shortAnswer ? [message.shortAnswer, message.text] : [message.text];
     (message.citations || []).forEach(function (c) {
       lines.push("[" + c.n + "] " + c.title + "：" + c.quote);
     });
@@ -361,17 +393,27 @@
       log.appendChild(bubble);
       return bubble;
     }
+    var node = buildBot(message);
+    log.appendChild(node);
+    return node;
+  }
+
+  /* An answer's bubble: [rewritten hint] [short answer, bold] [cited answer] [quote] [actions]. */
+  function buildBot(message) {
     var node = el("div", "msg bot");
     node.dataset.state = message.state || "done";
     if (message.rewritten) node.appendChild(el("div", "hint rewritten", L.rewritten + message.rewritten));
+    var short = el("strong", "short");
+    short.hidden = true;
     var body = el("div", "body");
+    node.appendChild(short);
     node.appendChild(body);
     message.node = node;
+    message.short = short;
     message.body = body;
     message.quote = makeQuote();
     node.appendChild(message.quote.box);
     paintBot(message);
-    log.appendChild(node);
     return node;
   }
 
@@ -380,6 +422,11 @@
     node.classList.toggle("refused", Boolean(message.refused));
     node.classList.toggle("error", message.state === "error");
     node.dataset.state = message.state || "done";
+    if (message.errorKind) node.dataset.error = message.errorKind;
+    // The short answer ("44名") comes only with `done`; the cited answer below stays the proof.
+    var short = message.state === "done" && !message.refused ? message.shortAnswer || "" : "";
+    message.short.textContent = short;
+    message.short.hidden = !short;
     if (message.state === "error") {
       message.body.textContent = message.text;
     } else if (message.refused) {
@@ -391,6 +438,18 @@
       if (message.state === "interrupted") message.body.appendChild(el("span", "hint", " " + L.interrupted));
     }
     if (message.state === "done" && !node.querySelector(".actions")) renderActions(node, message);
+    if ((message.state === "error" || message.state === "interrupted") && !node.querySelector(".again")) renderRetry(node, message);
+  }
+
+  /* An answer that failed or was cut off can be asked again, in the same bubble. */
+  function renderRetry(node, message) {
+    var again = el("div", "again");
+    again.appendChild(
+      button("retry", "↻ " + L.retry, L.retry, function () {
+        retry(message);
+      }),
+    );
+    node.appendChild(again);
   }
 
   function renderAll() {
@@ -407,7 +466,7 @@
     /* What sessionStorage keeps of a message (no DOM nodes). */
     var copy = {};
     Object.keys(message).forEach(function (key) {
-      if (key !== "node" && key !== "body" && key !== "quote") copy[key] = message[key];
+      if (key !== "node" && key !== "body" && key !== "quote" && key !== "short") copy[key] = message[key];
     });
     return copy;
   }
@@ -427,10 +486,64 @@
     return h;
   }
 
-  function errorText(status, body) {
-    if (status === 429) return L.limited;
-    var message = body && typeof body.message === "string" ? body.message : "HTTP " + status;
-    return L.error + message;
+  // ------------------------------------------------------------ what went wrong
+
+  /* An answer that could not be had: a short line for the visitor in the bubble, and for the
+     page's developer a console error that names the setting to change. */
+  function fail(message, kind, userText, developerText) {
+    message.state = "error";
+    message.errorKind = kind;
+    message.text = userText;
+    if (developerText) console.error("rag-widget: " + developerText);
+  }
+
+  /* A 4xx/5xx JSON error ({error, message, fields}) that this page could read. */
+  function failHttp(message, status, body) {
+    var text = body && typeof body.message === "string" ? body.message : "HTTP " + status;
+    var field = body && Array.isArray(body.fields) && body.fields[0] ? body.fields[0].field : null;
+    var said = " (HTTP " + status + ": " + text + ")";
+    if (status === 429) return fail(message, "limited", L.limited);
+    if (status === 403 && field === "origin") {
+      return fail(message, "origin", L.origin, apiBase + " refused the public widget key from " + location.origin + said +
+        ". On the server add " + location.origin + " to RAG_PUBLIC_ORIGINS (or to RAG_CORS_ORIGINS when RAG_PUBLIC_ORIGINS is not set) and restart it.");
+    }
+    if (status === 401 || (status === 403 && field === "authorization")) {
+      return fail(message, "key", L.key, apiBase + " rejected the widget's key" + said + ". " +
+        (apiKey ? "Set data-key" : "This server requires a key: add data-key") + " on the <script> tag to the server's RAG_PUBLIC_KEY.");
+    }
+    fail(message, "server", L.error + text);
+  }
+
+  /* fetch() rejects alike when CORS blocks the answer and when the server is down. Two probes of
+     /health tell them apart: a CORS-mode GET works only if this page's origin is allowed, and a
+     no-cors GET resolves (with an opaque response) whenever the server answers at all. */
+  async function diagnose() {
+    try {
+      await fetch(apiBase + "/health", { cache: "no-store" });
+      return "network";
+    } catch (err) {
+      /* blocked by CORS, or nobody there: the next probe decides */
+    }
+    try {
+      await fetch(apiBase + "/health", { mode: "no-cors", cache: "no-store" });
+      return "origin";
+    } catch (err) {
+      return "down";
+    }
+  }
+
+  async function failUnreachable(message) {
+    var kind = await diagnose();
+    if (kind === "origin") {
+      return fail(message, "origin", L.origin, apiBase + " answers, but does not allow requests from this page's origin " + location.origin +
+        " (CORS). On the server set RAG_CORS_ORIGINS=" + location.origin + " (comma-separated, with any origins already allowed) and restart it; " +
+        "if RAG_PUBLIC_ORIGINS is set, add the origin there too.");
+    }
+    if (kind === "down") {
+      var mixed = location.protocol === "https:" && apiBase.indexOf("http:") === 0 ? " An https page cannot call an http server: serve the API over https." : "";
+      return fail(message, "down", L.network, "cannot reach " + apiBase + " (data-api of the <script> tag). Check that the server is running and that data-api points at it." + mixed);
+    }
+    fail(message, "network", L.network, "the request to " + apiBase + "/ask/stream failed although " + apiBase + "/health answers: the connection dropped, or a proxy blocks the POST.");
   }
 
   function parseFrame(frame) {
@@ -451,10 +564,14 @@
   function handleEvent(message, frame) {
     var data = frame.data;
     if (frame.event === "meta") {
+      if (data.conversation_reset && state.conversationId) {
+        // Restarted or expired: the recent turns went with the question, so nothing is lost.
+        console.info("rag-widget: the server no longer knew conversation " + state.conversationId + "; continuing as " + data.conversation_id + " with the recent turns sent along.");
+      }
       if (data.conversation_id) state.conversationId = data.conversation_id;
       if (data.rewritten_question) {
         message.rewritten = data.rewritten_question;
-        message.node.insertBefore(el("div", "hint rewritten", L.rewritten + data.rewritten_question), message.body);
+        message.node.insertBefore(el("div", "hint rewritten", L.rewritten + data.rewritten_question), message.short);
       }
     } else if (frame.event === "delta") {
       message.text += data.text;
@@ -473,27 +590,47 @@
       message.citations = data.citations;
       message.context = citedPassages(data);
       message.refused = Boolean(data.refused);
+      message.shortAnswer = data.short_answer || null;
       message.question = data.question;
       message.state = "done";
     } else if (frame.event === "error") {
-      message.state = "error";
-      message.text = errorText(500, data);
+      failHttp(message, 500, data);
     }
     paintBot(message);
     scrollToEnd();
   }
 
-  async function streamAnswer(question, message) {
+  var HISTORY_TURNS = 6; // the server keeps 8 turns and takes 20 messages; a follow-up needs the last one or two
+  var HISTORY_CHARS = 1000;
+
+  /* The answered turns before state.messages[upTo], oldest first, sent with every question: a
+     follow-up then still resolves when the server has forgotten the conversation (a restart, an
+     expired or evicted conversation, another replica). The user side is the standalone question
+     the server answered, so no turn depends on one that was cut off. */
+  function recentHistory(upTo) {
+    var turns = [];
+    state.messages.slice(0, upTo).forEach(function (m) {
+      if (m.role !== "assistant" || m.state !== "done" || !m.asked) return;
+      var turn = [{ role: "user", content: (m.rewritten || m.asked).slice(0, HISTORY_CHARS) }];
+      if (!m.refused && m.text) turn.push({ role: "assistant", content: m.text.slice(0, HISTORY_CHARS) });
+      turns.push(turn);
+    });
+    return [].concat.apply([], turns.slice(-HISTORY_TURNS));
+  }
+
+  function askBody(question, history) {
+    var body = { question: question };
+    if (state.conversationId) body.conversation_id = state.conversationId;
+    if (history.length) body.history = history;
+    return body;
+  }
+
+  async function streamAnswer(question, message, history) {
     var response;
     try {
-      response = await fetch(apiBase + "/ask/stream", {
-        method: "POST",
-        headers: headers(),
-        body: JSON.stringify(state.conversationId ? { question: question, conversation_id: state.conversationId } : { question: question }),
-      });
+      response = await fetch(apiBase + "/ask/stream", { method: "POST", headers: headers(), body: JSON.stringify(askBody(question, history)) });
     } catch (err) {
-      message.state = "error";
-      message.text = L.network;
+      await failUnreachable(message);
       return;
     }
     if (!response.ok || !response.body) {
@@ -503,49 +640,77 @@
       } catch (err) {
         /* not JSON */
       }
-      message.state = "error";
-      message.text = errorText(response.status, body);
+      failHttp(message, response.status, body);
       return;
     }
     var reader = response.body.getReader();
     var decoder = new TextDecoder();
     var buffer = "";
-    for (;;) {
-      var chunk = await reader.read();
-      if (chunk.done) break;
-      buffer += decoder.decode(chunk.value, { stream: true });
-      var cut;
-      while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
-        var frame = parseFrame(buffer.slice(0, cut));
-        buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
-        if (frame) handleEvent(message, frame);
+    try {
+      for (;;) {
+        var chunk = await reader.read();
+        if (chunk.done) break;
+        buffer += decoder.decode(chunk.value, { stream: true });
+        var cut;
+        while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+          var frame = parseFrame(buffer.slice(0, cut));
+          buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+          if (frame) handleEvent(message, frame);
+        }
       }
+    } catch (err) {
+      // The connection broke mid-answer (the server died, the network dropped): read() rejects.
     }
+    // No `done`: what arrived is a fragment, and must not look like the whole answer.
     if (message.state === "streaming") message.state = "interrupted";
+  }
+
+  /* Stream the answer to an assistant entry of state.messages (a new question, or a retry). */
+  async function answer(message) {
+    setBusy(true);
+    hideQuotes();
+    var history = recentHistory(state.messages.indexOf(message));
+    persist();
+    try {
+      await streamAnswer(message.asked, message, history);
+    } catch (err) {
+      if (message.state === "streaming") message.state = "interrupted"; // never leave it spinning
+      throw err;
+    } finally {
+      paintBot(message);
+      scrollToEnd();
+      persist();
+      setBusy(false);
+    }
   }
 
   async function ask(question) {
     question = String(question || "").trim();
     if (!question || busy) return;
-    busy = true;
-    send.disabled = true;
-    hideQuotes();
     var user = { role: "user", text: question };
     var message = { role: "assistant", text: "", citations: [], state: "streaming", asked: question };
     state.messages.push(user, message);
     renderMessage(user);
     renderMessage(message);
     scrollToEnd();
-    persist();
-    try {
-      await streamAnswer(question, message);
-    } finally {
-      paintBot(message);
-      scrollToEnd();
-      persist();
-      busy = false;
-      send.disabled = false;
+    await answer(message);
+  }
+
+  /* Ask an interrupted or failed answer's question again, in the same bubble. */
+  function retry(message) {
+    if (busy) {
+      status.textContent = L.wait;
+      return;
     }
+    ["context", "refused", "rewritten", "shortAnswer", "errorKind", "deltas", "question", "feedback"].forEach(function (key) {
+      delete message[key];
+    });
+    message.text = "";
+    message.citations = [];
+    message.state = "streaming";
+    message.node.replaceWith(buildBot(message));
+    input.focus(); // the focused retry button went with the old bubble
+    answer(message);
   }
 
   async function sendFeedback(message, rating, actions, note) {
@@ -583,7 +748,12 @@
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
+    if (busy) {
+      status.textContent = L.wait; // the question stays in the input, to send when the answer is done
+      return;
+    }
     var question = input.value;
+    if (!question.trim()) return;
     input.value = "";
     ask(question);
   });
@@ -617,6 +787,11 @@
     },
     ask: function (question) {
       setOpen(true);
+      if (busy) {
+        input.value = String(question || ""); // kept, like a typed one, until the answer is done
+        status.textContent = L.wait;
+        return Promise.resolve();
+      }
       return ask(question);
     },
     reset: resetConversation,

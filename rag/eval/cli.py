@@ -116,9 +116,10 @@ def local_answerer(dataset: Dataset, settings: Settings, args: argparse.Namespac
 
 def default_index_dir(dataset: Dataset, settings: Settings) -> Path:
     """A cache dir per corpus and index settings, so a re-run (or `rag serve`) reuses the build."""
+    from rag.tokenize import TOKENIZER_ID
     from rag.types import content_id
 
-    recipe = [settings.embedder, settings.index_kind, str(settings.chunk_chars), str(settings.chunk_overlap)]
+    recipe = [settings.embedder, settings.index_kind, str(settings.chunk_chars), str(settings.chunk_overlap), TOKENIZER_ID]
     digest = content_id(*recipe, *sorted(d.doc_id for d in dataset.documents))
     return Path(tempfile.gettempdir()) / "rag-eval-index" / f"{dataset.name}-{digest[:12]}"
 

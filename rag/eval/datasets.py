@@ -95,6 +95,8 @@ def load_squad(path: Path, text: str) -> Dataset:
     except json.JSONDecodeError as err:
         hint = " (several JSON values: is it JSON Lines? name it .jsonl)" if err.msg == "Extra data" else ""
         raise DatasetError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}") from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise DatasetError(f"{path}: invalid JSON (nested too deeply)") from None
     if not isinstance(root, dict) or not isinstance(root.get("data"), list):
         raise DatasetError(f'{path}: not a SQuAD/CMRC file: expected an object with a "data" list')
     dataset = Dataset(path, "squad", [])
@@ -179,7 +181,8 @@ def _expect_list(path: Path, where: str, obj: dict[str, Any], name: str) -> list
 
 def load_jsonl(path: Path, text: str) -> Dataset:
     """One object per line: ``question``, ``answers`` (list of strings), optional ``id``,
-    ``evidence``, ``doc_id`` (string or list) and ``answerable`` (default: answers non-empty)."""
+    ``evidence``, ``doc_id`` (string or list) and ``answerable`` (default: answers non-empty).
+    Only a record with ``"answerable": false`` may leave ``answers`` out."""
     dataset = Dataset(path, "jsonl", [])
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -188,6 +191,8 @@ def load_jsonl(path: Path, text: str) -> Dataset:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise DatasetError(f"{path}:{line_no}: invalid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise DatasetError(f"{path}:{line_no}: invalid JSON (nested too deeply)") from None
         _add(dataset, jsonl_question(record, f"{path}:{line_no}", f"line{line_no}"))
     return dataset
 
@@ -203,7 +208,7 @@ def jsonl_question(record: object, where: str, default_id: str) -> EvalQuestion:
     question = record.get("question")
     if not isinstance(question, str):
         raise DatasetError(f"{where}: 'question' must be a string")
-    answers = record.get("answers", [])
+    answers = _answers_field(record, where)
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
         raise DatasetError(f"{where}: 'answers' must be a list of strings")
     answers = [a.strip() for a in answers if a.strip()]
@@ -223,6 +228,16 @@ def jsonl_question(record: object, where: str, default_id: str) -> EvalQuestion:
         evidence=evidence.strip() if evidence and evidence.strip() else None,
         gold_doc_ids=_doc_ids(record.get("doc_id"), where),
     )
+
+
+def _answers_field(record: dict[str, Any], where: str) -> object:
+    """`answers`, which only an explicitly unanswerable question may leave out: a misspelt
+    field would otherwise turn every question into an unanswerable one, silently."""
+    if "answer" in record:  # the likeliest slip: one answer, so a singular name
+        raise DatasetError(f"{where}: unknown field 'answer': use 'answers' (a list of strings)")
+    if "answers" not in record and "answerable" not in record:
+        raise DatasetError(f"{where}: 'answers' is missing: give a list of strings, or \"answerable\": false for a question without one")
+    return record.get("answers", [])  # "answerable": true without answers is refused by the caller
 
 
 def _doc_ids(value: object, where: str) -> frozenset[str]:

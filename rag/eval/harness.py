@@ -213,7 +213,13 @@ class HttpAnswerer:
 
     def describe(self) -> dict[str, Any]:
         ranked_from = "/search" if self._search_available else "/ask"
-        info = {"mode": self.mode, "url": self.url, "ranked_list_from": ranked_from, "rate_limited_retries": self.rate_limited}
+        info = {
+            "mode": self.mode,
+            "url": self.url,
+            "ranked_list_from": ranked_from,
+            "rate_limited_retries": self.rate_limited,
+            "rate_limited_wait_s": round(self.waited_ms / 1000, 1),
+        }
         return {**info, **self._server_index()}
 
     def _server_index(self) -> dict[str, Any]:

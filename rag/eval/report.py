@@ -91,6 +91,8 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: no such report") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a JSON report ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a JSON report (nested too deeply)") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not a `rag eval` report.json (schema {SCHEMA!r} expected)")
     return data
@@ -165,12 +167,47 @@ def markdown(report: Report) -> str:
     lines += ["", "## Latency (ms)", "", "| stage | p50 | p95 | p99 | mean | max |", "|---|---:|---:|---:|---:|---:|"]
     for stage, stats in mt["latency_ms"].items():
         lines.append(f"| {stage} | " + " | ".join(fmt(stats.get(k), 1) for k in ("p50", "p95", "p99", "mean", "max")) + " |")
-    lines += ["", f"Throughput: {fmt(mt['throughput_qps'], 2)} questions/s.", ""]
+    lines += ["", *throughput_lines(report), ""]
     lines += ["## Recall@k", "", "| k | " + " | ".join(report.recall_curve) + " |", "|---|" + "---:|" * len(report.recall_curve)]
     lines += ["| recall | " + " | ".join(fmt(v) for v in report.recall_curve.values()) + " |", ""]
+    lines += failures(report)
     lines += misses(report)
     lines += ["## Definitions", "", *[f"- **{name}**: {text}" for name, text in DEFINITIONS.items()], ""]
     return "\n".join(lines)
+
+
+def throughput_lines(report: Report) -> list[str]:
+    """Throughput both ways, so time spent waiting out 429s (HTTP runs) is never hidden."""
+    run, mt = report.run, report.metrics
+    answered = mt["counts"]["questions"] - mt["counts"]["errors"] if "questions" in mt["counts"] else None
+    wall = run.get("wall_s")
+    lines = [f"Throughput: {fmt(mt['throughput_qps'], 2)} questions/s counting answering time only"]
+    if wall and answered is not None:
+        lines[0] += f"; {fmt(answered / wall, 2)} questions/s over the run's wall clock ({wall} s, {run['mode']})"
+    lines[0] += "."
+    if run.get("rate_limited_retries") is not None:
+        lines.append(
+            f"Rate limiting: {run['rate_limited_retries']} answers were 429 and retried, "
+            f"{run.get('rate_limited_wait_s', 0)} s spent waiting (not in the latency numbers)."
+        )
+    return lines
+
+
+def failures(report: Report, limit: int = 50) -> list[str]:
+    """The questions the service did not answer at all (HTTP error, rejected question): left out
+    of every metric, so without this list a reader sees only the count."""
+    rows = [q for q in report.questions if q.get("error")]
+    if not rows:
+        return []
+    shown = f"first {limit} of {len(rows)}" if len(rows) > limit else str(len(rows))
+    lines = [f"## Failed questions ({shown}; not scored)", "", "| id | question | error |", "|---|---|---|"]
+    for q in rows[:limit]:
+        lines.append("| " + " | ".join(_cell(c) for c in (q["qid"], q["question"][:80], q["error"][:200])) + " |")
+    return [*lines, ""]
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def misses(report: Report, limit: int = 10) -> list[str]:
@@ -186,7 +223,7 @@ def misses(report: Report, limit: int = 10) -> list[str]:
     for q in rows[:limit]:
         short = "(refused)" if q["refused"] else (q["short_answer"] or "(none)")
         cells = [q["qid"], q["question"], " / ".join(q["answers"][:3]), short, fmt(q["gold_rank"])]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return [*lines, ""]
 
 

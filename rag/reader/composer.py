@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.answer_types import question_unit
+from rag.answer_types import AnswerType, question_type, question_unit, trim_name
 from rag.compose import REFUSAL_MESSAGE, Candidate, ExtractiveComposer, dense_scale, overlaps
 from rag.reader import Reader
 from rag.reader.features import Span
 from rag.reader.layout import MODEL_DIR
-from rag.text import sentence_spans
+from rag.text import match_form, sentence_spans
 from rag.types import Answer, Hit, ShortAnswerSpan
 
 FEATURES = ("span_score", "span_logits", "null_logit", "sentence_score", "coverage", "type_match", "inverse_rank", "dense", "anchor")
@@ -142,9 +142,10 @@ class ReaderComposer:
         spans = self.reader.read(question, [w.text[w.start : w.end] for w in windows], max_length=self.max_length, stride=self.max_length // 2)
         by_sentence = {(c.hit.chunk.doc_id, c.start): c for c in ranked}
         unit = question_unit(question)
+        person = question_type(question) is AnswerType.PERSON
         scored: dict[tuple[int, int, int], ScoredSpan] = {}
         for span in _top_per_window(spans, len(windows)):
-            item = self.score_span(span, windows[span.context_index], by_sentence, unit, ranked[0].score)
+            item = self.score_span(span, windows[span.context_index], by_sentence, unit, ranked[0].score, person)
             if item.start >= item.end:  # only punctuation: nothing to answer with
                 continue
             key = (span.context_index, item.start, item.end)
@@ -181,12 +182,15 @@ class ReaderComposer:
         by_sentence: dict[tuple[str, int], Candidate],
         unit: str | None,
         best_heuristic: float,
+        person: bool = False,
     ) -> ScoredSpan:
         text = window.text
         start, end = trim(text, window.start + span.start, window.start + span.end)
         raw = (start, end)
         sentence = covering_sentence(text, start, end, window)
         start, end = with_unit(text, start, end, unit)
+        if person:  # 蒋雄|如是说: the name ends before the verb after it, even one the span cut into
+            end = start + min(end - start, len(trim_name(match_form(text[start : end + 2]))))
         cand = by_sentence.get((window.hit.chunk.doc_id, sentence[0]))
         features = span_features(span, window, cand, best_heuristic)
         return ScoredSpan(window, start, end, sentence, features, self.combiner.probability(features), raw)
@@ -244,7 +248,7 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 def with_unit(text: str, start: int, end: int, unit: str | None) -> tuple[int, int]:
     """44 → 44名 when the question asks 多少名 and the unit follows the span."""
-    if unit and not text[start:end].endswith(unit) and text.startswith(unit, end):
+    if unit and not match_form(text[start:end]).endswith(unit) and match_form(text[end : end + len(unit)]) == unit:
         return start, end + len(unit)
     return start, end
 

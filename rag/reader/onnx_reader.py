@@ -16,6 +16,7 @@ from rag.reader.features import Span
 from rag.reader.layout import LINEAR_SUFFIXES, MODEL_DIR, frozen_names, installed_sha256
 from rag.reader.reading import read
 from rag.reader.tokenizer import E5Tokenizer
+from rag.text import simplified
 
 
 class ReaderUnavailable(RuntimeError):
@@ -97,7 +98,9 @@ class OnnxReader:
         return start, end
 
     def read(self, question: str, contexts: Sequence[str], max_length: int = 256, stride: int = 128) -> list[Span]:
-        return read(self.logits, self.tokenizer, question, contexts, max_length, stride)
+        # One script for question and passage whatever each was written in (the model saw
+        # both in training, but mixed pairs never); same length, so offsets stay valid.
+        return read(self.logits, self.tokenizer, simplified(question), [simplified(c) for c in contexts], max_length, stride)
 
 
 def frozen_weights(e5: E5File, frozen_layers: int) -> dict[str, np.ndarray]:
