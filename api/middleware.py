@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
@@ -17,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
-from api.security import client_ip, is_loopback, key_id
+from api.security import client_ip, is_loopback, key_id, matches_any
 from api.settings import ApiSettings
 
 access_log = logging.getLogger("rag.access")
@@ -219,8 +218,7 @@ class RateLimitMiddleware:
         every visitor's page, so one shared bucket let anyone (any origin, 40 IPs) starve the
         genuine widget users: public traffic is limited per client IP only. Unknown keys are
         refused by the app and must not drain a real key's bucket either."""
-        settings = self.settings
-        return any(hmac.compare_digest(token.encode(), key.encode()) for key in (*settings.api_keys, *settings.admin_keys))
+        return matches_any(token, [*self.settings.api_keys, *self.settings.admin_keys])
 
 
 def _bearer_token(headers: dict[str, str]) -> str | None:

