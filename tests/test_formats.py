@@ -405,3 +405,20 @@ def test_upload_errors(rw: TestClient, name: str, data: bytes | None, status: in
     )
     assert response.status_code == status, response.text
     assert message in response.json()["message"]
+
+
+def test_a_small_html_page_loses_its_navigation_header_and_footer_too(tmp_path: Path) -> None:
+    """trafilatura keeps all visible text of a small page; the page's own chrome elements go first."""
+    page = tmp_path / "lhasa.html"
+    page.write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><title>拉萨发布 - 拉萨市开通新公交线路</title>'
+        '<meta property="article:published_time" content="2024-05-18T09:00:00+08:00"></head>'
+        "<body><nav>首页 | 新闻 | 联系我们</nav><header>拉萨发布</header>"
+        "<article><header><h1>拉萨市开通新公交线路</h1></header><p>拉萨市公交公司近日开通了三条新公交线路，覆盖柳梧新区和纳金乡。</p>"
+        "<p>新线路开通后，通勤时间缩短了二十分钟。</p></article>"
+        "<footer>版权所有 © 2024 拉萨发布</footer></body></html>",
+        encoding="utf-8",
+    )
+    [doc] = load_documents(page)
+    assert doc.title == "拉萨市开通新公交线路" and doc.date == "2024-05-18"
+    assert doc.text == "拉萨市公交公司近日开通了三条新公交线路，覆盖柳梧新区和纳金乡。\n\n新线路开通后，通勤时间缩短了二十分钟。"

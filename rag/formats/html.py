@@ -58,7 +58,7 @@ def extract_page(original: str) -> Page:
     import trafilatura
 
     result = trafilatura.bare_extraction(
-        original, with_metadata=True, include_comments=False, include_tables=True, date_extraction_params=_DATE_PARAMS
+        without_page_chrome(original), with_metadata=True, include_comments=False, include_tables=True, date_extraction_params=_DATE_PARAMS
     )
     body = None if result is None or result.body is None else _body_text(result.body, result.title)
     if not body:
@@ -66,6 +66,29 @@ def extract_page(original: str) -> Page:
         return Page(fallback_title or None, _drop_boilerplate(body), None, None, _author(original))
     date = result.date if result.date and _ISO_DATE_RE.match(result.date) else None
     return Page(result.title or None, body, date, result.url or None, result.author or _author(original))
+
+
+_CHROME_XPATH = (
+    "//nav | //aside | //*[@role='navigation' or @role='banner' or @role='contentinfo' or @role='complementary']"
+    " | //header[not(ancestor::article or ancestor::main)] | //footer[not(ancestor::article or ancestor::main)]"
+)
+
+
+def without_page_chrome(original: str) -> str:
+    """The page without the elements HTML itself marks as site chrome (nav, aside, the page's
+    header and footer; an article's own header and footer stay). trafilatura drops them on a
+    full page but keeps them on a small one, where its fallback takes all visible text
+    (「首页 | 新闻 | 联系我们」 became the title of a two-paragraph news page)."""
+    import lxml.html
+
+    try:
+        tree = lxml.html.document_fromstring(original)
+    except (ValueError, lxml.etree.ParserError):
+        return original
+    for element in tree.xpath(_CHROME_XPATH):
+        if element.getparent() is not None:
+            element.drop_tree()
+    return lxml.html.tostring(tree, encoding="unicode")
 
 
 def _body_text(body: Any, title: str | None) -> str:
