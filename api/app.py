@@ -32,6 +32,9 @@ articles and cited as [n]. Errors are JSON `{error, message, fields, request_id}
 
 def warm_up(service: RagService) -> None:
     """Load the index, the embedder and reader weights and jieba's dictionaries before the first request."""
+    from rag.tokenize import preload
+
+    preload()
     store = service.store
     service.embedder.embed_queries(["预热"])
     if service.reader is not None:
@@ -60,6 +63,16 @@ def widget_access(settings: ApiSettings) -> str:
     return f"widget: pages that may embed it: {pages}; public widget key (RAG_PUBLIC_KEY): {key}"
 
 
+def conversation_store(settings: ApiSettings) -> ConversationStore:
+    """In memory, or shared by the workers of one server (RAG_STATE_DIR)."""
+    bounds = (settings.max_history_turns, settings.conversation_ttl_seconds, settings.max_conversations, settings.max_conversation_chars)
+    if settings.state_dir is None:
+        return ConversationStore(*bounds)
+    from api.shared_state import SharedConversationStore, SharedDatabase
+
+    return SharedConversationStore(SharedDatabase(settings.state_dir), *bounds)
+
+
 def create_app(settings: ApiSettings | None = None, service: RagService | None = None, answerer: Answerer | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     service = service or RagService(settings)
@@ -67,9 +80,7 @@ def create_app(settings: ApiSettings | None = None, service: RagService | None =
         settings=settings,
         service=service,
         answerer=answerer or ServiceAnswerer(service),
-        conversations=ConversationStore(
-            settings.max_history_turns, settings.conversation_ttl_seconds, settings.max_conversations, settings.max_conversation_chars
-        ),
+        conversations=conversation_store(settings),
         feedback=FeedbackStore(settings.feedback_file),
     )
 

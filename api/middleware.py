@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -175,14 +175,31 @@ class TokenBuckets:
             del self._buckets[key]
 
 
+class Buckets(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    def take(self, key: str) -> float: ...
+
+
+def rate_buckets(settings: ApiSettings) -> tuple[Buckets, Buckets]:
+    """Per-IP and per-key buckets: in memory, or shared by the workers of one server (RAG_STATE_DIR)."""
+    ip, key = (settings.ip_rate_per_minute, settings.ip_burst), (settings.key_rate_per_minute, settings.key_burst)
+    if settings.state_dir is None:
+        return TokenBuckets(*ip), TokenBuckets(*key)
+    from api.shared_state import SharedDatabase, SharedTokenBuckets
+
+    db = SharedDatabase(settings.state_dir)
+    return SharedTokenBuckets(db, "ip/", *ip), SharedTokenBuckets(db, "key/", *key)
+
+
 class RateLimitMiddleware:
     """Per-IP and per-key limits on API paths; over the limit: 429 with Retry-After."""
 
     def __init__(self, app: ASGIApp, settings: ApiSettings) -> None:
         self.app = app
         self.settings = settings
-        self.by_ip = TokenBuckets(settings.ip_rate_per_minute, settings.ip_burst)
-        self.by_key = TokenBuckets(settings.key_rate_per_minute, settings.key_burst)
+        self.by_ip, self.by_key = rate_buckets(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") == "OPTIONS" or not scope.get("path", "").startswith(RATE_LIMITED_PREFIXES):

@@ -294,6 +294,7 @@ class FeedbackOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: Literal["ok"]
+    worker: int = Field(description="process id of the worker that answered (`rag serve --workers N` runs N)")
 
 
 class ReadyOut(BaseModel):

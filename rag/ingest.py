@@ -7,6 +7,7 @@ import html.parser
 import itertools
 import json
 import re
+from collections.abc import Container
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -205,10 +206,12 @@ def _seam_candidates(tail: str, heads_by_first_char: dict[str, list[int]]) -> li
     return sorted(h for c, heads in heads_by_first_char.items() if any(s + c in freq for s in suffixes) for h in heads)
 
 
-def _jieba_prefixes() -> dict[str, int]:
-    from rag.tokenize import _jieba
+def _jieba_prefixes() -> Container[str]:
+    """jieba's words and word prefixes, as a membership test: the memory-mapped lexicon
+    while jieba's full dictionary is not loaded (same keys, no ~0.9 s load)."""
+    from rag.tokenize import dictionary_keys
 
-    return _jieba().dt.FREQ  # type: ignore[no-any-return]
+    return dictionary_keys()
 
 
 def _block_start(paragraphs: list[Paragraph], end: int) -> int:

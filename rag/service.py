@@ -51,6 +51,9 @@ class ChangeReport:
     removed: list[str] = field(default_factory=list)
     # Per file read (`add_files`, uploads): name, format, encoding (None for pdf/docx), documents (count).
     files: list[dict[str, Any]] = field(default_factory=list)
+    chunks_embedded: int = 0
+    embed_seconds: float = 0.0
+    write_seconds: float = 0.0  # embedding, tokenising, building both indexes and saving
 
     @property
     def changed(self) -> bool:
@@ -58,6 +61,11 @@ class ChangeReport:
 
     def summary(self) -> str:
         return f"{len(self.added)} added, {len(self.replaced)} replaced, {len(self.removed)} removed, {len(self.unchanged)} unchanged"
+
+    def throughput(self) -> str:
+        """E.g. `766 chunks in 130.2 s: 5.9 chunks/s (embedding 127.5 s, 6.0 chunks/s)`."""
+        n, total, embed = self.chunks_embedded, self.write_seconds, self.embed_seconds
+        return f"{n} chunks in {total:.1f} s: {n / max(total, 1e-9):.1f} chunks/s (embedding {embed:.1f} s, {n / max(embed, 1e-9):.1f} chunks/s)"
 
 
 def load_reader(settings: Settings) -> Reader | None:
@@ -179,28 +187,34 @@ class RagService:
             report.removed.extend(sorted(new_stale))
         return changes, report
 
-    def _embed_changes(self, changes: DocChanges, progress: bool) -> None:
+    def _embed_changes(self, changes: DocChanges, progress: bool, report: ChangeReport | None = None) -> None:
         all_chunks = [c for _, chunks, _, _ in changes.add for c in chunks]
+        started = time.perf_counter()
         vectors = self.embedder.embed_passages([f"{c.title}\n{c.text}" for c in all_chunks], progress=progress)
+        if report is not None:
+            report.chunks_embedded, report.embed_seconds = len(all_chunks), time.perf_counter() - started
         offset = 0
         for i, (doc, chunks, _, _) in enumerate(changes.add):
             tokens = [tokenize(f"{c.title} {c.text}") for c in chunks]
             changes.add[i] = (doc, chunks, tokens, vectors[offset : offset + len(chunks)])
             offset += len(chunks)
 
-    def apply(self, changes: DocChanges, progress: bool = False) -> None:
+    def apply(self, changes: DocChanges, progress: bool = False, report: ChangeReport | None = None) -> None:
         """Embed, build a new snapshot, persist it atomically, then swap it in."""
+        started = time.perf_counter()
         with write_lock(self.settings.index_dir):
             self.reload()  # another process may have written since we loaded
-            self._embed_changes(changes, progress)
+            self._embed_changes(changes, progress, report)
             new_store = self.store.with_changes(changes)
             new_store.save(self.settings.index_dir)
             self._swap_in(new_store)
+        if report is not None:
+            report.write_seconds = time.perf_counter() - started
 
     def add_documents(self, documents: list[Document], sources: set[str] | None = None, progress: bool = False) -> ChangeReport:
         changes, report = self.plan(documents, sources)
         if report.changed:
-            self.apply(changes, progress)
+            self.apply(changes, progress, report)
         return report
 
     def add_files(self, paths: list[Path], progress: bool = False) -> ChangeReport:
@@ -230,13 +244,15 @@ class RagService:
         incoming = [d for f in iter_corpus_files(corpus) for d in load_documents(f)] if corpus else []
         incoming_keys = {d.key for d in incoming}
         documents = incoming + [d for d in previous if d.key not in incoming_keys]
+        started = time.perf_counter()
         with write_lock(self.settings.index_dir):
             self._swap_in(self._empty_store())  # the pointer still names the old version: no reload
             changes, report = self.plan(documents)
-            self._embed_changes(changes, progress)
+            self._embed_changes(changes, progress, report)
             new_store = self._store.with_changes(changes)
             new_store.save(self.settings.index_dir)
             self._swap_in(new_store)
+        report.write_seconds = time.perf_counter() - started
         return report
 
     def repair(self) -> dict[str, Any]:

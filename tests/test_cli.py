@@ -11,6 +11,7 @@ import pytest
 
 from index.store import current_version
 from rag.cli import main
+from rag.config import Settings
 from rag.service import RagService
 
 
@@ -43,7 +44,7 @@ def test_add_then_remove_round_trip(seed_service_rw: RagService, tmp_path: Path,
     assert run(index_dir, "add", str(article)) == 0
     out = capsys.readouterr().out
     assert out.startswith("new.jsonl: jsonl, utf-8, 1 article\n1 added")
-    doc_id = out.split()[-2]
+    doc_id = next(line.split()[0] for line in out.splitlines() if line.startswith("  "))  # "  <doc_id>  <title>"
     assert run(index_dir, "add", str(article)) == 0
     assert "\n0 added, 0 replaced, 0 removed, 1 unchanged" in capsys.readouterr().out
     assert run(index_dir, "remove", doc_id) == 0
@@ -110,3 +111,19 @@ def test_index_kind_switch_and_rebuild_keep_added_articles(
     assert "0 replaced" in capsys.readouterr().out
     store = RagService(seed_service_rw.settings, seed_service_rw.embedder).store
     assert len(store.documents()) == 7 and store.manifest["index_kind"] == "flat"
+
+
+def test_indexing_shows_progress_in_chunks_and_prints_its_throughput(tmp_path: Path) -> None:
+    """A run over a second (the seed: 32 chunks) draws a progress bar in chunks/s on stderr,
+    and `rag index` ends with the chunks, seconds and chunks/s it managed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "--index", str(tmp_path / "index"), "index"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "embedding:" in proc.stderr and "chunk/s" in proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    chunks = RagService(Settings(index_dir=tmp_path / "index")).store.chunk_count()
+    assert last.startswith(f"indexed {chunks} chunks in ") and " chunks/s (embedding " in last, last

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from index.store import EmbedderMismatch, FaissBm25Store, Filters, StoreError, current_version
@@ -17,7 +18,7 @@ from rag.types import Document
 def assert_consistent(store: FaissBm25Store) -> None:
     """Every chunk is in FAISS and BM25 exactly once, and every chunk's document exists."""
     assert store.faiss_index.ntotal == store.chunk_count() == len(store.vectors) == len(store.tokens)
-    assert store.bm25.scores["num_docs"] == max(store.chunk_count(), 1)
+    assert store.bm25.num_docs == max(store.chunk_count(), 1)
     assert {c.doc_id for c in store.chunks} == {d.doc_id for d in store.documents()}
 
 
@@ -141,3 +142,20 @@ def test_approximate_index_kinds_find_the_same_top_hit(seed_service: RagService,
     approx = flat.with_index_kind(kind)
     query = seed_service.embedder.embed_queries(["南骑士志愿服务队聘用了多少名骑手"])[0]
     assert approx.dense_search(query, 1)[0].chunk.chunk_id == flat.dense_search(query, 1)[0].chunk.chunk_id
+
+
+def test_filtered_search_keeps_the_index_search_depth_and_defaults_follow_the_scale_benchmark() -> None:
+    """FAISS's parameter objects default to efSearch 16 / nprobe 1: a filtered search must
+    carry the index's own (docs/scale.md: those are what reach recall@10 >= 0.95)."""
+    import faiss
+
+    from index.store import build_faiss, hnsw_ef_search, ivf_nprobe, search_parameters
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    selector = faiss.IDSelectorBatch(np.arange(0, 3000, 3))
+    hnsw, ivf = build_faiss(vectors, "hnsw", 16), build_faiss(vectors, "ivf", 16)
+    assert search_parameters(hnsw, selector).efSearch == hnsw.hnsw.efSearch == 64
+    assert search_parameters(ivf, selector).nprobe == ivf.nprobe == min(ivf.nlist, 48)
+    assert (hnsw_ef_search(100_000), hnsw_ef_search(1_000_000), ivf_nprobe(4000), ivf_nprobe(20)) == (64, 512, 48, 20)

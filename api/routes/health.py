@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,7 +15,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=HealthOut)
 async def health() -> dict[str, Any]:
-    return {"status": "ok"}
+    return {"status": "ok", "worker": os.getpid()}
 
 
 @router.get("/ready", response_model=ReadyOut)

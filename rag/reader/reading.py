@@ -34,9 +34,10 @@ def read(
     max_length: int = 256,
     stride: int = 128,
     n_best: int = 20,
+    batch_size: int = 16,
 ) -> list[Span]:
     question_ids = encode_question(tokenizer, question)
     windows: list[Window] = []
     for index, context in enumerate(contexts):
         windows += windows_for(tokenizer, question_ids, tokenizer.encode(context), max_length, stride, index)
-    return read_windows(logits_fn, tokenizer.pad, windows, n_best=n_best)
+    return read_windows(logits_fn, tokenizer.pad, windows, batch_size, n_best)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rag.reader.e5_format import E5File
+from rag.reader.piece_table import PieceTable, load_piece_table
 
 META = "\u2581"
 
@@ -19,14 +20,20 @@ class Encoding:
 
 
 class E5Tokenizer:
-    def __init__(self, model: E5File) -> None:
+    """`piece_table`: look pieces up in the memory-mapped table (rag.reader.piece_table; the
+    default when it can be had) or in a dict of the vocabulary built here (False)."""
+
+    def __init__(self, model: E5File, piece_table: bool = True) -> None:
         self.bos, self.eos, self.pad, self.unk = model.bos, model.eos, model.pad, model.unk
         self._norm = model.normalization
-        pieces = model.pieces
-        self._ids = {piece: i for i, piece in enumerate(pieces) if piece and i != self.unk}
-        self._scores = model.scores.tolist()
-        self._max_chars = max(len(p) for p in pieces)
-        self._unk_score = min(self._scores) - 10.0
+        self._model = model
+        self._table: PieceTable | None = load_piece_table(model) if piece_table else None
+        self._ids: dict[str, int] = {}
+        if self._table is None:
+            self._ids = {piece: i for i, piece in enumerate(model.pieces) if piece and i != self.unk}
+            self._scores = model.scores.tolist()
+            self._max_chars = max(len(p) for p in model.pieces)
+        self._unk_score = float(model.scores.min()) - 10.0
 
     def _normalise(self, text: str) -> tuple[str, list[int]]:
         """Normalised characters and, for each, the index of the original character."""
@@ -44,21 +51,30 @@ class E5Tokenizer:
             origin.insert(0, origin[0] if origin else 0)
         return "".join(chars).replace(" ", META), origin
 
+    def _matches(self, norm: str) -> list[list[tuple[int, int, float]]]:
+        """For each start i, (end, id, score) of the pieces equal to norm[i:end], by end."""
+        if self._table is not None:
+            return self._table.matches(norm, self._model.scores)
+        ids, scores, out = self._ids, self._scores, []
+        for i in range(len(norm)):
+            found = ((e, ids.get(norm[i:e])) for e in range(i + 1, min(len(norm), i + self._max_chars) + 1))
+            out.append([(e, idx, scores[idx]) for e, idx in found if idx is not None])
+        return out
+
     def encode(self, text: str) -> Encoding:
         norm, origin = self._normalise(text)
         n = len(norm)
         best = [float("-inf")] * (n + 1)
         back: list[tuple[int, int]] = [(0, 0)] * (n + 1)
         best[0] = 0.0
-        ids, scores = self._ids, self._scores
+        matches = self._matches(norm)
         for i in range(n):
             if best[i] == float("-inf"):
                 continue
             base = best[i]
-            for e in range(i + 1, min(n, i + self._max_chars) + 1):
-                idx = ids.get(norm[i:e])
-                if idx is not None and base + scores[idx] > best[e]:
-                    best[e], back[e] = base + scores[idx], (i, idx)
+            for e, idx, score in matches[i]:
+                if base + score > best[e]:
+                    best[e], back[e] = base + score, (i, idx)
             if base + self._unk_score > best[i + 1]:
                 best[i + 1], back[i + 1] = base + self._unk_score, (i, self.unk)
         tokens: list[tuple[int, int, int]] = []

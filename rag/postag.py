@@ -1,0 +1,167 @@
+"""Part-of-speech tagging as `jieba.posseg.lcut(text)` does it (HMM on), for a tokenizer
+whose FREQ holds only the entries the text needs and a matching {word: tag} table.
+
+Ported from jieba 0.42.1, jieba/posseg/__init__.py (POSTokenizer.__cut_internal,
+__cut_DAG, __cut_detail, __cut), MIT licence, © 2013 Sun Junyi. Importing `jieba.posseg`
+builds a tagger over the whole of dict.txt (~0.4 s); this port takes its tags from the
+caller and loads the posseg HMM tables from their files, only when a text needs them,
+without importing the package. Quirks are kept on purpose: output must equal jieba's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+Pair = tuple[str, str]
+
+_RE_HAN_DETAIL = re.compile("([\u4e00-\u9fd5]+)")
+_RE_SKIP_DETAIL = re.compile(r"([\.0-9]+|[a-zA-Z0-9]+)")
+_RE_HAN_INTERNAL = re.compile(r"([\u4E00-\u9FD5a-zA-Z0-9+#&\._]+)")
+_RE_SKIP_INTERNAL = re.compile(r"(\r\n|\s)")
+_RE_ENG = re.compile("[a-zA-Z0-9]+")
+_RE_NUM = re.compile(r"[\.0-9]+")
+
+
+def cut(sentence: str, tokenizer: Any, tags: Mapping[str, str]) -> list[Pair]:
+    """(word, flag) pairs of `sentence`; `tokenizer` is a jieba.Tokenizer (its get_DAG, calc
+    and FREQ), `tags` the dictionary's tags for (at least) the words in `sentence`."""
+    out: list[Pair] = []
+    for blk in _RE_HAN_INTERNAL.split(sentence):
+        if _RE_HAN_INTERNAL.match(blk):
+            out.extend(_cut_dag(blk, tokenizer, tags))
+        else:
+            out.extend(_cut_skipped(blk))
+    return out
+
+
+def _cut_skipped(blk: str) -> Iterator[Pair]:
+    for x in _RE_SKIP_INTERNAL.split(blk):
+        if _RE_SKIP_INTERNAL.match(x):
+            yield x, "x"
+            continue
+        for xx in x:
+            if _RE_NUM.match(xx):
+                yield xx, "m"
+            elif _RE_ENG.match(x):  # jieba tests the whole chunk here, not the character
+                yield xx, "eng"
+            else:
+                yield xx, "x"
+
+
+def _cut_dag(sentence: str, tokenizer: Any, tags: Mapping[str, str]) -> Iterator[Pair]:
+    dag = tokenizer.get_DAG(sentence)
+    route: dict[int, tuple[float, int]] = {}
+    tokenizer.calc(sentence, dag, route)
+    x, buf, n = 0, "", len(sentence)
+    while x < n:
+        y = route[x][1] + 1
+        word = sentence[x:y]
+        if y - x == 1:
+            buf += word
+        else:
+            if buf:
+                yield from _flush(buf, tokenizer, tags)
+                buf = ""
+            yield word, tags.get(word, "x")
+        x = y
+    if buf:
+        yield from _flush(buf, tokenizer, tags)
+
+
+def _flush(buf: str, tokenizer: Any, tags: Mapping[str, str]) -> Iterator[Pair]:
+    """A run of single characters: one word, an HMM guess when the run is no dictionary
+    word, else character by character."""
+    if len(buf) == 1:
+        yield buf, tags.get(buf, "x")
+    elif not tokenizer.FREQ.get(buf):
+        yield from _cut_detail(buf)
+    else:
+        for elem in buf:
+            yield elem, tags.get(elem, "x")
+
+
+def _cut_detail(sentence: str) -> Iterator[Pair]:
+    for blk in _RE_HAN_DETAIL.split(sentence):
+        if _RE_HAN_DETAIL.match(blk):
+            yield from _cut_hmm(blk)
+            continue
+        for x in _RE_SKIP_DETAIL.split(blk):
+            if x:
+                yield x, "m" if _RE_NUM.match(x) else "eng" if _RE_ENG.match(x) else "x"
+
+
+def _cut_hmm(sentence: str) -> Iterator[Pair]:
+    hmm = _hmm()
+    _, pos_list = hmm.viterbi(sentence, hmm.char_state, hmm.start, hmm.trans, hmm.emit)
+    begin, nexti = 0, 0
+    for i, char in enumerate(sentence):
+        pos = pos_list[i][0]
+        if pos == "B":
+            begin = i
+        elif pos == "E":
+            yield sentence[begin : i + 1], pos_list[i][1]
+            nexti = i + 1
+        elif pos == "S":
+            yield char, pos_list[i][1]
+            nexti = i + 1
+    if nexti < len(sentence):
+        yield sentence[nexti:], pos_list[nexti][1]
+
+
+# The posseg HMM: ~65 ms to load, needed only for runs of characters jieba has no word for.
+
+
+@dataclass(frozen=True)
+class _Hmm:
+    viterbi: Callable[..., tuple[float, list[tuple[str, str]]]]
+    char_state: dict[str, Any]
+    start: dict[Any, float]
+    trans: dict[Any, dict[Any, float]]
+    emit: dict[Any, dict[str, float]]
+
+
+_hmm_lock = threading.Lock()
+_hmm_tables: list[_Hmm] = []
+
+
+def _hmm() -> _Hmm:
+    if not _hmm_tables:
+        with _hmm_lock:
+            if not _hmm_tables:
+                _hmm_tables.append(_load_hmm())
+    return _hmm_tables[0]
+
+
+def _load_hmm() -> _Hmm:
+    posseg = sys.modules.get("jieba.posseg")
+    if posseg is not None:  # already imported by someone: share its tables
+        return _Hmm(posseg.viterbi, posseg.char_state_tab_P, posseg.start_P, posseg.trans_P, posseg.emit_P)
+    import jieba
+
+    folder = Path(jieba.__file__).parent / "posseg"
+    return _Hmm(
+        _module(folder, "viterbi").viterbi,
+        _module(folder, "char_state_tab").P,
+        _module(folder, "prob_start").P,
+        _module(folder, "prob_trans").P,
+        _module(folder, "prob_emit").P,
+    )
+
+
+def _module(folder: Path, name: str) -> ModuleType:
+    """Execute jieba/posseg/<name>.py as a standalone module (its cached bytecode is used):
+    importing it as jieba.posseg.<name> would run the package's slow __init__."""
+    spec = importlib.util.spec_from_file_location(f"rag._jieba_posseg_{name}", folder / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {folder / name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
