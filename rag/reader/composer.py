@@ -168,7 +168,8 @@ class ReaderComposer:
             merged = False
             for w in picked:
                 same = w.hit.chunk.doc_id == cand.hit.chunk.doc_id and (known or w.hit.chunk.chunk_id == cand.hit.chunk.chunk_id)
-                if same and w.text is text and lo <= w.end and w.start <= hi:
+                # ==, not is: the Milvus store hands out a new Document (and text) per call.
+                if same and w.text == text and lo <= w.end and w.start <= hi:
                     w.start, w.end, merged = min(w.start, lo), max(w.end, hi), True
                     break
             if not merged:
