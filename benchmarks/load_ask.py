@@ -84,6 +84,15 @@ def wait_ready(url: str, server: subprocess.Popen, timeout: float = 180) -> dict
     raise SystemExit("server did not become ready")
 
 
+def stop_server(server: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM (uvicorn shuts down gracefully), SIGKILL if it has not exited in `timeout` s."""
+    server.terminate()
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def wait_workers(url: str, workers: int, timeout: float = 180) -> None:
     """Until `workers` distinct worker processes have answered (each warms up on its own)."""
     deadline, seen = time.monotonic() + timeout, set()
@@ -183,11 +192,7 @@ def measure(index: Path, clients: int, duration: float, max_requests: int, worke
         load_avg_before = [round(x, 2) for x in os.getloadavg()]
         results, elapsed = asyncio.run(run_load(url, clients, duration, max_requests, qs))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     summary = summarise(results, elapsed, clients, duration, ready)
     summary["machine"]["load_avg_before"] = load_avg_before
     summary["questions"] = len(qs)

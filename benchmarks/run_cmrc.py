@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.load_ask import stop_server  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.eval.cli import build_index, default_index_dir  # noqa: E402
 from rag.eval.datasets import Dataset, load_dataset  # noqa: E402
@@ -127,11 +128,7 @@ def run_http(dataset: Dataset, index_dir: Path, out: Path, top_k: int) -> Report
         finally:
             answerer.close()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, timeout=20)
     report.write(out)
     return report
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 
-QUESTION_COMMANDS = frozenset({"serve", "eval", "ask", "search"})
 INDEX_COMMANDS = frozenset({"index", "add", "import", "remove"})
 
 
