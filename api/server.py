@@ -1,14 +1,15 @@
 """`rag serve`: build the index from the corpus if there is none, then run uvicorn with
-`--workers N` worker processes (default 1).
+`--workers N` worker processes (default_workers: one with the reader, one per core without).
 
 Workers, not threads: most of a question's CPU time outside the embedder and the reader is
-Python (jieba, scoring, JSON), which one process runs on one core at a time. One worker is
-the default because with the reader onnxruntime's threads already fill both cores: on this
-2-core machine two workers served 0.98x the requests and a lone question took 1.3x as long
-(the heuristic composer, RAG_READER=none: 1.35x the requests; benchmarks/results/
-performance.json). Each worker
-maps the same index files (the pages are shared), follows `CURRENT` when any process
-writes, and keeps conversations and rate limits in one SQLite file of this server run.
+Python (jieba, scoring, JSON), which one process runs on one core at a time. With the reader
+one worker is the default: onnxruntime releases the GIL and its threads already fill the
+cores (on 2 cores, 2.03x the one-core configuration's requests with one worker, 1.82x with
+two, and a lone question faster with one); the heuristic composer (RAG_READER=none) is
+Python-bound and gets a worker per core (1.95x with two workers, 1.32x with one;
+benchmarks/results/performance.json). Each worker maps the same index files (the pages are
+shared), follows `CURRENT` when any process writes, and keeps conversations and rate limits
+in one SQLite file of this server run.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def worker_app():  # type: ignore[no-untyped-def]
     return create_app(ApiSettings())
 
 
+def default_workers(settings: ApiSettings) -> int:
+    """Without --workers or RAG_WORKERS: one worker when the reader answers, one per core when
+    the Python-bound heuristic composer does (the measurements in this module's docstring)."""
+    return 1 if settings.reader != "none" else threads.available_cores()
+
+
 def worker_environment(settings: ApiSettings, state_dir: str) -> dict[str, str]:
     """What every worker must agree on. The reader keeps its threads per question
     (RAG_READER_THREADS): with one thread per worker a lone question took 1.4x as long, and
@@ -84,7 +91,7 @@ def serve(args: argparse.Namespace) -> int:
     from rag.service import RagService
 
     settings = settings_from(args)
-    workers = getattr(args, "workers", None) or settings.workers or 1
+    workers = getattr(args, "workers", None) or settings.workers or default_workers(settings)
     service = RagService(settings)
     if not index_exists(settings):
         print(f"no index at {settings.index_dir}: building it from {settings.corpus_dir} ...", file=sys.stderr)

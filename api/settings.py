@@ -52,7 +52,9 @@ class ApiSettings(Settings):
     )
     feedback_path: Path | None = Field(None, description="JSONL file for widget feedback (default: <index_dir>/feedback.jsonl)")
     stream_delay_ms: float = Field(0, ge=0, le=1000, description="pause between streamed pieces (demo pacing); 0: none")
-    workers: int | None = Field(None, ge=1, le=64, description="`rag serve` worker processes (default 1: docs/performance.md)")
+    workers: int | None = Field(
+        None, ge=1, le=64, description="`rag serve` worker processes (default: 1 with the reader, one per core without; docs/performance.md)"
+    )
     state_dir: Path | None = Field(
         None, description="folder for state the workers of one server share (conversations, rate limits); set by `rag serve --workers N`"
     )

@@ -68,6 +68,21 @@ def unit_only(best, unit: str | None) -> str:  # type: ignore[no-untyped-def]
     return best.raw_text
 
 
+def holdout_corpus(distractors: int) -> tuple[list, dict[str, Document]]:
+    """The held-out DRCD questions (simplified) and the paragraphs to index: theirs and
+    `distractors` training paragraphs (a fixed sample), keyed `drcd:<group>`."""
+    simplified = to_simplified([ex for path in DRCD for ex in load_squad(path)])
+    held = [ex for ex in simplified if is_holdout(ex)]
+    others = sorted({ex.group for ex in simplified if not is_holdout(ex)})
+    indexed = {ex.group for ex in held} | set(random.Random(0).sample(others, min(distractors, len(others))))
+    docs: dict[str, Document] = {}
+    for ex in simplified:
+        key = f"drcd:{ex.group}"
+        if ex.group in indexed:
+            docs.setdefault(key, Document(title=ex.group.split("|", 1)[-1].rsplit("#", 1)[0], text=ex.context, key=key, source="drcd"))
+    return held, docs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index", type=Path, help="reuse a DRCD index directory")
@@ -77,16 +92,7 @@ def main() -> int:
     ap.add_argument("--distractors", type=int, default=400, help="training paragraphs indexed beside the held-out ones")
     args = ap.parse_args()
 
-    examples = [ex for path in DRCD for ex in load_squad(path)]
-    simplified = to_simplified(examples)
-    held = [ex for ex in simplified if is_holdout(ex)]
-    others = sorted({ex.group for ex in simplified if not is_holdout(ex)})
-    indexed = {ex.group for ex in held} | set(random.Random(0).sample(others, min(args.distractors, len(others))))
-    docs: dict[str, Document] = {}
-    for ex in simplified:
-        key = f"drcd:{ex.group}"
-        if ex.group in indexed:
-            docs.setdefault(key, Document(title=ex.group.split("|", 1)[-1].rsplit("#", 1)[0], text=ex.context, key=key, source="drcd"))
+    held, docs = holdout_corpus(args.distractors)
     if args.limit:
         held = held[: args.limit]
     index_dir = args.index or Path(tempfile.mkdtemp(prefix="drcd-index-"))
@@ -96,7 +102,9 @@ def main() -> int:
     print(f"index: {len(docs)} paragraphs ({report.summary()}) in {time.time() - started:.0f}s", file=sys.stderr)
     reader = service.reader
     assert reader is not None, "no reader model: export one first"
-    composer = ReaderComposer(reader, service.heuristic_composer(), Combiner({"span_score": 1.0}), refusal_threshold=0.0)
+    composer = ReaderComposer(
+        reader, service.heuristic_composer(), Combiner({"span_score": 1.0}), refusal_threshold=0.0, stop_reading_at=None
+    )
     composer.heuristic.refusal_threshold = 0.0
 
     rows, labels, questions = [], [], []
@@ -140,9 +148,18 @@ def main() -> int:
         if best is not None:
             sentence = best.window.text[best.sentence[0] : best.sentence[1]]
             correct = contains_gold(sentence, best.text, ex.answers)
-            records.append({"answerable": True, "correct": correct, "should_answer": correct, "confidence": combiner.probability(best.features)})
+            records.append(
+                {"answerable": True, "correct": correct, "should_answer": correct, "confidence": combiner.probability(best.features)}
+            )
         out = pick(q["scored_out"], lambda s: combiner.probability(s.features))
-        records.append({"answerable": False, "correct": False, "should_answer": False, "confidence": combiner.probability(out.features) if out else 0.0})
+        records.append(
+            {
+                "answerable": False,
+                "correct": False,
+                "should_answer": False,
+                "confidence": combiner.probability(out.features) if out else 0.0,
+            }
+        )
     curve = sweep(records)
     allowed = [row for row in curve if row["false_refusal_rate"] <= MAX_FALSE_REFUSAL] or curve[:1]  # threshold 0: never refuse
     best_row = max(allowed, key=lambda row: (row["accuracy"], -row["threshold"]))

@@ -61,12 +61,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path, port: int, log: Path, workers: int | None = None) -> subprocess.Popen:
+def start_server(index: Path, port: int, log: Path, workers: int | None = None, cpus: set[int] | None = None) -> subprocess.Popen:
+    """`cpus`: the CPUs the server may run on (its affinity, which its thread choices follow)."""
     env = {**os.environ, "RAG_IP_RATE_PER_MINUTE": "0", "RAG_KEY_RATE_PER_MINUTE": "0", "RAG_API_KEYS": "", "RAG_PUBLIC_KEY": ""}
     command = [sys.executable, "-m", "api.server", "--host", "127.0.0.1", "--port", str(port), "--index", str(index)]
     command += ["--workers", str(workers)] if workers else []
     with open(log, "w") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
 
 
 def wait_ready(url: str, server: subprocess.Popen, timeout: float = 180) -> dict:
@@ -178,12 +180,14 @@ def summarise(results: list[dict], elapsed: float, clients: int, duration: float
     }
 
 
-def measure(index: Path, clients: int, duration: float, max_requests: int, workers: int | None, tmp: Path) -> dict:
-    """One server over `index`, warmed, then `clients` concurrent clients for `duration` s."""
+def measure(
+    index: Path, clients: int, duration: float, max_requests: int, workers: int | None, tmp: Path, cpus: set[int] | None = None
+) -> dict:
+    """One server over `index` (on `cpus` if given), warmed, then `clients` concurrent clients for `duration` s."""
     qs = questions()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(index, port, tmp / f"server-{port}.log", workers)
+    server = start_server(index, port, tmp / f"server-{port}.log", workers, cpus)
     try:
         ready = wait_ready(url, server)
         wait_workers(url, workers or 1)
@@ -197,6 +201,7 @@ def measure(index: Path, clients: int, duration: float, max_requests: int, worke
     summary["machine"]["load_avg_before"] = load_avg_before
     summary["questions"] = len(qs)
     summary["workers"] = workers
+    summary["cpus"] = sorted(cpus) if cpus else None
     return summary
 
 

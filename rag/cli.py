@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=worker_count, help="worker processes (default: RAG_WORKERS, else 1; see docs/performance.md)")
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        help="worker processes (default: RAG_WORKERS, else 1 with the reader, one per core with RAG_READER=none; docs/performance.md)",
+    )
 
 
 def worker_count(value: str) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.threads import available_cores
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ class Settings(BaseSettings):
     refusal_threshold: float | None = Field(None, description="override the calibrated refusal threshold")
     reader: str = Field("onnx", description="'onnx' (the trained span reader, default), 'onnx:<model dir>', or 'none' (heuristic composer)")
     reader_threads: int = Field(
-        default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, le=64, description="onnxruntime threads per question for the reader"
+        default_factory=lambda: min(4, available_cores()), ge=1, le=64, description="onnxruntime threads per question for the reader"
     )
     answer_script: str = Field(
         "original",

@@ -7,8 +7,9 @@ stalls every parallel step (CMRC eval in-process: 10 q/s with one thread, 0.3 q/
 the default two beside other work). Hence:
 
 - a question (serve, eval, ask, search): one OpenMP thread; encoding one question is too
-  small to split, and under load the cores go to concurrent questions (serve runs a worker
-  per core). The reader keeps `RAG_READER_THREADS` (onnxruntime never spins: see OnnxReader).
+  small to split, and under load the cores go to concurrent questions (api/server.py:
+  default_workers). The reader keeps `RAG_READER_THREADS` (onnxruntime never spins: see
+  OnnxReader).
 - indexing (index, add, rebuild): every available core, with waiting threads sleeping
   (`OMP_WAIT_POLICY=PASSIVE`) instead of spinning, so a busy machine slows it gracefully.
 

@@ -120,6 +120,32 @@ def test_onnx_export_matches_the_torch_model(e5: E5File, tokenizer: E5Tokenizer,
     assert np.abs(end - out.end_logits.numpy())[valid].max() < 5e-3
 
 
+def test_training_resumes_from_the_shipped_graph(e5: E5File, tokenizer: E5Tokenizer) -> None:
+    """The int8 graph dequantised back into the torch model (train_reader.py --init-from)
+    reads as the shipped reader does: same best span, logits within quantisation noise."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnx")
+    from benchmarks.train_reader import build_model, load_graph_state
+    from rag.reader.export import state_from_onnx
+
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    model = build_model(e5, freeze_layers=3)
+    loaded = load_graph_state(model, state_from_onnx(MODEL_DIR / manifest["onnx"]["file"]))
+    assert loaded == 2 + 2 + 12 * 16  # embedding LayerNorm, span head, 16 tensors a layer
+    model.eval()
+    question = encode_question(tokenizer, "然乌村的党支部书记是谁？")
+    windows = windows_for(tokenizer, question, tokenizer.encode("八宿县然乌镇然乌村党支部书记蒋雄带领群众发展旅游。"), max_length=64)
+    ids, mask = pad_batch(windows, tokenizer.pad)
+    start, end = OnnxReader().logits(ids, mask)
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    valid = mask[0].astype(bool)
+    for served, resumed in ((start, out.start_logits.numpy()), (end, out.end_logits.numpy())):
+        assert int(served[0][valid].argmax()) == int(resumed[0][valid].argmax())
+        assert np.corrcoef(served[0][valid], resumed[0][valid])[0, 1] > 0.99
+
+
 def test_shipped_model_files_match_their_manifest() -> None:
     manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
     onnx_file = MODEL_DIR / manifest["onnx"]["file"]
@@ -172,7 +198,11 @@ def test_the_default_composer_is_the_reader(seed_service: RagService) -> None:
 
 @pytest.mark.parametrize(
     "question",
-    ["昌都市有多少名市级以上领导带头抓党建促乡村振兴？", "八宿县然乌镇然乌村的党支部书记是谁？", "林芝市委组织部开展的“三访”指的是哪三项工作？"],
+    [
+        "昌都市有多少名市级以上领导带头抓党建促乡村振兴？",
+        "八宿县然乌镇然乌村的党支部书记是谁？",
+        "林芝市委组织部开展的“三访”指的是哪三项工作？",
+    ],
 )
 def test_short_answer_offsets_resolve_in_the_document(seed_service: RagService, question: str) -> None:
     answer = seed_service.ask(question)
@@ -215,6 +245,31 @@ def test_reader_short_answers_are_exact(seed_service: RagService, question: str,
     assert seed_service.ask(question).short_answer == expected
 
 
+class RunCountingReader:
+    """The real reader, counting its session runs."""
+
+    def __init__(self, reader: OnnxReader) -> None:
+        self.reader, self.runs = reader, 0
+
+    def read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.runs += 1
+        return self.reader.read(*args, **kwargs)
+
+
+def test_reading_stops_once_a_span_is_probable_enough(seed_service: RagService) -> None:
+    from index.store import Filters
+
+    question, vector, hits, _, _ = seed_service._retrieve("八宿县然乌镇然乌村的党支部书记是谁？", None, Filters())
+    answers, runs = {}, {}
+    for stop_at in (None, 0.5, 1.01):
+        counting = RunCountingReader(seed_service.reader)  # type: ignore[arg-type]
+        composer = ReaderComposer(counting, seed_service.heuristic_composer(), stop_reading_at=stop_at)  # type: ignore[arg-type]
+        answers[stop_at] = composer.compose(question, vector, hits).short_answer
+        runs[stop_at] = counting.runs
+    assert answers == {None: "蒋雄", 0.5: "蒋雄", 1.01: "蒋雄"}
+    assert runs[0.5] == 1 < runs[None] == runs[1.01]  # the first window holds a span above 0.5; 1.01 is never reached
+
+
 def test_reader_none_keeps_the_heuristic_composer(seed_index_dir: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     service = RagService(Settings(index_dir=seed_index_dir, reader="none"), embedder)
     assert service.reader is None and type(service.extractive_composer()) is ExtractiveComposer
@@ -245,7 +300,9 @@ def test_reading_path_imports_neither_torch_nor_onnx() -> None:
         "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'onnx', 'onnxruntime') if m in sys.modules))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent, env=env
+    )
     assert out.stdout.strip() == "['onnxruntime']", out.stderr
 
 

@@ -166,3 +166,14 @@ def test_memory_and_shared_stores_agree_on_a_random_workload(tmp_path: Path) -> 
         probe = f"c{rng.randrange(6)}"
         assert memory.turns(probe) == shared.turns(probe)
     assert (len(memory), memory.chars) == (len(shared), shared.chars)
+
+
+@pytest.mark.parametrize(("reader", "expected"), [("onnx", 1), ("none", "cores")])
+def test_the_default_worker_count_follows_the_composer(reader: str, expected: int | str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.server import default_workers
+    from api.settings import ApiSettings
+    from rag.threads import available_cores
+
+    monkeypatch.delenv("RAG_WORKERS", raising=False)
+    monkeypatch.setenv("RAG_READER", reader)
+    assert default_workers(ApiSettings()) == (available_cores() if expected == "cores" else expected)

@@ -42,3 +42,12 @@ def test_the_cli_sets_threads_before_the_engines_load(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [2, [], "1", "PASSIVE"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_reader_threads_follow_the_cpus_the_process_may_use() -> None:
+    # A server pinned to one CPU (taskset, a container's cpuset) must not run two reader threads on it.
+    code = "import os\nos.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\nfrom rag.config import Settings\nprint(Settings().reader_threads)\n"
+    env = {k: v for k, v in os.environ.items() if k != "RAG_READER_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "1"

