@@ -4,9 +4,9 @@
 Workers, not threads: most of a question's CPU time outside the embedder and the reader is
 Python (jieba, scoring, JSON), which one process runs on one core at a time. With the reader
 one worker is the default: onnxruntime releases the GIL and its threads already fill the
-cores (on 2 cores, 2.03x the one-core configuration's requests with one worker, 1.82x with
+cores (on 2 cores, 1.96x the one-core configuration's requests with one worker, 1.91x with
 two, and a lone question faster with one); the heuristic composer (RAG_READER=none) is
-Python-bound and gets a worker per core (1.95x with two workers, 1.32x with one;
+Python-bound and gets a worker per core (1.80x with two workers, 1.25x with one;
 benchmarks/results/performance.json). Each worker maps the same index files (the pages are
 shared), follows `CURRENT` when any process writes, and keeps conversations and rate limits
 in one SQLite file of this server run.
