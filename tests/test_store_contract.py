@@ -146,14 +146,30 @@ def test_dense_search_returns_the_same_ranking(seed_services: dict[str, RagServi
             assert [h.score for h in got] == pytest.approx([h.score for h in expected], abs=1e-4)
 
 
-def test_ask_gives_the_same_citations(seed_services: dict[str, RagService], seed_qa: list[dict]) -> None:
+def store_text(service: RagService, doc_id: str) -> str:
+    doc = service.store.document(doc_id)
+    assert doc is not None, doc_id
+    return doc.text
+
+
+def test_ask_gives_equally_good_cited_answers(seed_services: dict[str, RagService], seed_qa: list[dict]) -> None:
+    """The stores' lexical legs are different BM25 implementations (bm25s; Milvus's own over its
+    analyzer, whose ranks below the best differ: milvus-lite 3.2.2 ranks d06's fourth candidate
+    sentence lower), so the reader may read other windows and pick another right span
+    (赤德村 / 普兰县赤德村). The contract: same refusals, an answer holding a gold answer from the
+    same document, every citation resolving to its quote."""
     for q in seed_qa:
-        faiss, milvus = (seed_services[s].ask(q["question"]) for s in STORES)
-        assert milvus.refused == faiss.refused, q["id"]
-        assert milvus.short_answer == faiss.short_answer, q["id"]
-        assert [(c.doc_id, c.start, c.end, c.quote) for c in milvus.citations] == [
-            (c.doc_id, c.start, c.end, c.quote) for c in faiss.citations
-        ], q["id"]
+        answers = {s: seed_services[s].ask(q["question"]) for s in STORES}
+        assert answers["milvus"].refused == answers["faiss"].refused, q["id"]
+        if answers["faiss"].refused:
+            continue
+        assert answers["milvus"].citations[0].doc_id == answers["faiss"].citations[0].doc_id, q["id"]
+        for name, answer in answers.items():
+            assert any(gold in answer.answer for gold in q["answers"]), (name, q["id"])
+            span = answer.short_answer_span
+            assert span is None or store_text(seed_services[name], span.doc_id)[span.start : span.end] == answer.short_answer
+            for c in answer.citations:
+                assert store_text(seed_services[name], c.doc_id)[c.start : c.end] == c.quote, (name, q["id"])
 
 
 def test_lexical_hits_contain_a_query_term_and_agree_on_the_best(seed_services: dict[str, RagService], seed_qa: list[dict]) -> None:
