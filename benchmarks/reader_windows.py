@@ -33,7 +33,7 @@ from benchmarks.fit_reader_combiner import holdout_corpus  # noqa: E402
 from index.store import Filters  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.eval.metrics import cmrc_em, cmrc_f1  # noqa: E402
-from rag.reader.composer import Combiner, ReaderComposer  # noqa: E402
+from rag.reader.composer import Combiner, ReaderComposer, stops_reading  # noqa: E402
 from rag.service import RagService  # noqa: E402
 
 CONFIGS = {"192 tokens, stride 96": (192, 96), "192 tokens, no overlap": (192, 192), "256 tokens, no overlap": (256, 256)}
@@ -80,7 +80,7 @@ def read_every_window(composer: ReaderComposer, counting: CountingReader, questi
 
 def stopped(windows: list[dict], stop_at: float | None) -> list[dict]:
     for n, window in enumerate(windows, 1):
-        if stop_at is not None and window["probability"] >= stop_at:
+        if stops_reading(window["probability"], stop_at):
             return windows[:n]
     return windows
 

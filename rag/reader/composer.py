@@ -152,7 +152,7 @@ class ReaderComposer:
         scored: list[ScoredSpan] = []
         for window_spans in self.read_windows(question, ranked):
             scored += window_spans
-            if self.stop_reading_at is not None and window_spans and window_spans[0].probability >= self.stop_reading_at:
+            if window_spans and stops_reading(window_spans[0].probability, self.stop_reading_at):
                 break
         return sorted(scored, key=lambda x: -x.probability)
 
@@ -230,6 +230,11 @@ def reader_answer(reader: Reader, question: str, contexts: list[str], max_length
         if end > start:
             return text[start:end]
     return None
+
+
+def stops_reading(best_probability: float, stop_reading_at: float | None) -> bool:
+    """Whether reading ends after a window whose best span is this probable (None: never)."""
+    return stop_reading_at is not None and best_probability >= stop_reading_at
 
 
 def span_features(span: Span, window: ReadWindow, cand: Candidate | None, best_heuristic: float) -> dict[str, float]:
