@@ -116,6 +116,7 @@ def model_card() -> str:
             f"- {combiner['fitted_on']}.",
             f"- Weights: `{json.dumps(combiner['weights'])}`; refusal below probability {combiner['threshold']}.",
             f"- Selection on the fitting set: {json.dumps(combiner.get('selection_on_fit_set'), ensure_ascii=False)}.",
+            f"- Selection 5-fold cross-validated on those questions: {json.dumps(combiner.get('selection_5_fold'), ensure_ascii=False)}.",
             "",
         ]
     lines += ["## Limits", "- Trained on Wikipedia-style paragraphs, not news; short factoid spans (DRCD's answers are short, CMRC trial's long).", ""]

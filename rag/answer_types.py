@@ -134,3 +134,38 @@ def typed_spans(sentence: str, answer_type: AnswerType) -> list[Span]:
         AnswerType.PLACE: place_spans,
     }.get(answer_type)
     return finder(sentence) if finder else []
+
+
+class QuantityKind(StrEnum):
+    MONEY = "money"
+    COUNT = "count"  # people, households, head of livestock, things: a number with its measure word
+
+
+_MONEY_ASKED = re.compile(
+    r"多少钱|多少元|多少万元|多少亿元|金额|收入|资金|投资|交易额|产值|营业额|销售额|价格|售价|费用|成本|预算|工资|奖金|总值|利润|营收|票房|赔偿|罚款|花费|造价|耗资"
+)
+_COUNT_ASKED = re.compile(
+    r"(?:多少|几)(?:人次|人|名|位|户|头|只|匹|辆|个|家)|游客|人口|人数|居民|村民|群众|学生|观众|员工|职工|党员|干部|会员|旅客|乘客|用户"
+)
+_CURRENCY = re.compile(r"[元圆镑円]|美金|港币|台币|\$|¥|￥")
+_COUNTED = re.compile(r"[\d一二三四五六七八九十百千万亿两余多](?:人次|人|名|位|户|口|头|只|匹|辆)")
+
+
+def asked_quantity(question: str) -> QuantityKind | None:
+    """Money or a count, where the question says which (收入 | 多少游客); None otherwise."""
+    q = match_form(question)
+    money, count = bool(_MONEY_ASKED.search(q)), bool(_COUNT_ASKED.search(q))
+    return QuantityKind.MONEY if money and not count else QuantityKind.COUNT if count and not money else None
+
+
+def quantity_kind(span: str) -> QuantityKind | None:
+    """Money (两千三百万元) or a count (十五万人次, 48头); None for anything else."""
+    s = match_form(span)
+    money, count = bool(_CURRENCY.search(s)), bool(_COUNTED.search(s))
+    return QuantityKind.MONEY if money and not count else QuantityKind.COUNT if count and not money else None
+
+
+def answers_other_quantity(asked: QuantityKind | None, span: str) -> bool:
+    """A sum of money does not answer how many visitors came, nor a head count what was earned."""
+    kind = quantity_kind(span)
+    return asked is not None and kind is not None and kind is not asked

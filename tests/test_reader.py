@@ -323,3 +323,51 @@ def test_reader_that_does_not_load_falls_back(seed_index_dir: Path, embedder, tm
         assert service.reader is None
     assert "exported against another" in caplog.text
     assert service.ask("八宿县然乌镇然乌村的党支部书记是谁？").short_answer == "蒋雄"
+
+
+# ---------------------------------------------------------------- which quantity was asked
+
+
+def test_money_and_counts_are_told_apart() -> None:
+    from rag.answer_types import QuantityKind, answers_other_quantity, asked_quantity, quantity_kind
+
+    assert asked_quantity("扎囊縣今年接待了多少遊客？") is QuantityKind.COUNT
+    assert asked_quantity("现场交易额是多少？") is QuantityKind.MONEY
+    assert asked_quantity("扎囊县有多少座寺庙？") is None  # neither said: nothing is ruled out
+    assert quantity_kind("两千三百万元") is QuantityKind.MONEY and quantity_kind("350万元") is QuantityKind.MONEY
+    assert quantity_kind("十五万人次") is QuantityKind.COUNT and quantity_kind("48头") is QuantityKind.COUNT
+    assert quantity_kind("2019年") is None and quantity_kind("蒋雄") is None
+    assert answers_other_quantity(QuantityKind.MONEY, "48头") and answers_other_quantity(QuantityKind.COUNT, "两千三百万元")
+    assert not answers_other_quantity(QuantityKind.COUNT, "十五万人次") and not answers_other_quantity(None, "48头")
+
+
+def test_a_clause_break_is_not_the_comma_of_a_number() -> None:
+    from rag.reader.composer import CLAUSE_BREAK
+
+    def crosses(text: str) -> bool:
+        return bool(CLAUSE_BREAK.search(text, 0, len(text)))
+
+    assert not crosses("6,476名") and not crosses("31,875美元") and not crosses("十五万人次")
+    assert crosses("十五万人次，旅游收入达到两千三百万元") and crosses("Kabul, Afghanistan") and crosses("蒋雄；")
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("扎囊縣今年接待了多少遊客？", "十五万人次"),  # the reader alone ranks 两千三百万元 first in this window
+        ("扎囊县今年接待了多少游客？", "十五万人次"),
+        ("扎囊县今年的旅游收入是多少？", "两千三百万元"),
+    ],
+)
+def test_a_sentence_with_two_quantities_answers_the_one_asked(
+    seed_service_rw: RagService, tmp_path: Path, question: str, expected: str
+) -> None:
+    docx = pytest.importorskip("docx")
+    document = docx.Document()
+    document.add_heading("山南市乡村旅游", 0)
+    document.add_paragraph("山南市扎囊县今年接待游客十五万人次，旅游收入达到两千三百万元。")
+    path = tmp_path / "tour.docx"
+    document.save(path)
+    seed_service_rw.add_files([path])
+    answer = seed_service_rw.ask(question)
+    assert answer.short_answer == expected, answer.answer
