@@ -234,8 +234,7 @@ class ReaderComposer:
         if person:  # 蒋雄|如是说: the name ends before the verb after it, even one the span cut into
             end = start + min(end - start, len(trim_name(match_form(text[start : end + 2]))))
         cand = by_sentence.get((window.hit.chunk.doc_id, sentence[0]))
-        features = span_features(span, window, cand, best_heuristic)
-        features["crosses_clause"] = float(bool(CLAUSE_BREAK.search(text, start, end)))
+        features = span_features(span, window, cand, best_heuristic, text[start:end])
         return ScoredSpan(window, start, end, sentence, features, self.combiner.probability(features), raw)
 
 
@@ -256,7 +255,7 @@ def stops_reading(best_probability: float, stop_reading_at: float | None) -> boo
     return stop_reading_at is not None and best_probability >= stop_reading_at
 
 
-def span_features(span: Span, window: ReadWindow, cand: Candidate | None, best_heuristic: float) -> dict[str, float]:
+def span_features(span: Span, window: ReadWindow, cand: Candidate | None, best_heuristic: float, answer: str) -> dict[str, float]:
     hit = window.hit
     return {
         "span_score": span.score / 10.0,
@@ -268,6 +267,7 @@ def span_features(span: Span, window: ReadWindow, cand: Candidate | None, best_h
         "inverse_rank": 1.0 / window.hit_rank,
         "dense": dense_scale(hit.dense_score or 0.0),
         "anchor": best_heuristic,
+        "crosses_clause": float(bool(CLAUSE_BREAK.search(answer))),
     }
 
 
