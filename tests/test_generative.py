@@ -261,6 +261,28 @@ def test_thinking_is_not_shown(fake: FakeOpenAIServer, service: RagService, hits
     assert answer.answer == f"{GOOD_1}[{n}]"
 
 
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [("扎囊縣今年接待了多少遊客？", "十五万人次"), ("扎囊县今年的旅游收入是多少？", "两千三百万元")],
+)
+def test_short_answer_of_a_generated_sentence_is_the_quantity_asked(
+    fake: FakeOpenAIServer, seed_service_rw: RagService, embedder: Embedder, tmp_path: Path, question: str, expected: str
+) -> None:
+    """The reader alone ranks 两千三百万元 first in this sentence, whichever was asked."""
+    docx = pytest.importorskip("docx")
+    document = docx.Document()
+    document.add_heading("山南市乡村旅游", 0)
+    document.add_paragraph("山南市扎囊县今年接待游客十五万人次，旅游收入达到两千三百万元。")
+    document.save(tmp_path / "tour.docx")
+    seed_service_rw.add_files([tmp_path / "tour.docx"])
+    service = llm_service(fake, seed_service_rw.settings.index_dir, embedder)
+    n = number_of(service.search(question), "扎囊县")
+    fake.script(Reply(f"扎囊县今年接待游客十五万人次，旅游收入达到两千三百万元。[{n}]"))
+    answer = service.ask(question)
+    assert answer.fallback is None and [s.supported for s in answer.sentences] == [True]
+    assert answer.short_answer == expected
+
+
 # ---------------------------------------------------------------- circuit breaker
 
 

@@ -329,16 +329,22 @@ def test_reader_that_does_not_load_falls_back(seed_index_dir: Path, embedder, tm
 
 
 def test_money_and_counts_are_told_apart() -> None:
-    from rag.answer_types import QuantityKind, answers_other_quantity, asked_quantity, quantity_kind
+    from rag.answer_types import QuantityKind, answers_other_quantity, asked_quantity
 
     assert asked_quantity("扎囊縣今年接待了多少遊客？") is QuantityKind.COUNT
     assert asked_quantity("现场交易额是多少？") is QuantityKind.MONEY
     assert asked_quantity("扎囊县有多少座寺庙？") is None  # neither said: nothing is ruled out
-    assert quantity_kind("两千三百万元") is QuantityKind.MONEY and quantity_kind("350万元") is QuantityKind.MONEY
-    assert quantity_kind("十五万人次") is QuantityKind.COUNT and quantity_kind("48头") is QuantityKind.COUNT
-    assert quantity_kind("2019年") is None and quantity_kind("蒋雄") is None
-    assert answers_other_quantity(QuantityKind.MONEY, "48头") and answers_other_quantity(QuantityKind.COUNT, "两千三百万元")
-    assert not answers_other_quantity(QuantityKind.COUNT, "十五万人次") and not answers_other_quantity(None, "48头")
+    money, count = QuantityKind.MONEY, QuantityKind.COUNT
+    for span in ("两千三百万元", "350万元", "三万多元", "31,875美元", "$5", "200万港币"):
+        assert answers_other_quantity(count, span) and not answers_other_quantity(money, span), span
+    for span in ("十五万人次", "48头", "6,476名", "三千余户"):
+        assert answers_other_quantity(money, span) and not answers_other_quantity(count, span), span
+    for span in ("2019年", "蒋雄", "3个单元", "多元化", "许多人", "公元前200年"):  # no quantity of either kind
+        assert not answers_other_quantity(money, span) and not answers_other_quantity(count, span), span
+    # the count beside the sum: not an answer to either question
+    both = "十五万人次，旅游收入达到两千三百万元"
+    assert answers_other_quantity(count, both) and answers_other_quantity(money, both)
+    assert not answers_other_quantity(None, "48头") and not answers_other_quantity(None, both)
 
 
 def test_a_clause_break_is_not_the_comma_of_a_number() -> None:

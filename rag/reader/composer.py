@@ -239,13 +239,14 @@ class ReaderComposer:
 
 
 def reader_answer(reader: Reader, question: str, contexts: list[str], max_length: int = 192) -> str | None:
-    """The reader alone: its best span over `contexts`, trimmed and with the asked unit."""
-    unit = question_unit(question)
+    """The reader alone: its best span over `contexts`, trimmed and with the asked unit; as
+    in the composer, never the other kind of quantity than the one asked."""
+    unit, asked = question_unit(question), asked_quantity(question)
     for span in reader.read(question, contexts, max_length=max_length, stride=max_length // 2):
         text = contexts[span.context_index]
         start, end = trim(text, span.start, span.end)
         start, end = with_unit(text, start, end, unit)
-        if end > start:
+        if end > start and not answers_other_quantity(asked, text[start:end]):
             return text[start:end]
     return None
 
