@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from tqdm import tqdm
 
 from rag.text import simplified
 
@@ -48,6 +47,8 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 def _batched(texts: Sequence[str], batch_size: int, progress: bool, encode) -> np.ndarray:  # type: ignore[no-untyped-def]
     """`encode` over batches; with `progress`, a bar in chunks/s once the run passes a second."""
     parts = []
+    from tqdm import tqdm  # not imported by a question's cold start
+
     with tqdm(total=len(texts), desc="embedding", unit="chunk", delay=1.0, disable=not progress) as bar:
         for i in range(0, len(texts), batch_size):
             parts.append(encode(list(texts[i : i + batch_size])))

@@ -4,21 +4,18 @@ whose FREQ holds only the entries the text needs and a matching {word: tag} tabl
 Ported from jieba 0.42.1, jieba/posseg/__init__.py (POSTokenizer.__cut_internal,
 __cut_DAG, __cut_detail, __cut), MIT licence, © 2013 Sun Junyi. Importing `jieba.posseg`
 builds a tagger over the whole of dict.txt (~0.4 s); this port takes its tags from the
-caller and loads the posseg HMM tables from their files, only when a text needs them,
-without importing the package. Quirks are kept on purpose: output must equal jieba's.
+caller and loads the posseg HMM (`rag.posseg_hmm`) only when a text needs it, without
+importing the package. Quirks are kept on purpose: output must equal jieba's.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+from rag.posseg_hmm import PossegHmm, load_hmm
 
 Pair = tuple[str, str]
 
@@ -99,8 +96,7 @@ def _cut_detail(sentence: str) -> Iterator[Pair]:
 
 
 def _cut_hmm(sentence: str) -> Iterator[Pair]:
-    hmm = _hmm()
-    _, pos_list = hmm.viterbi(sentence, hmm.char_state, hmm.start, hmm.trans, hmm.emit)
+    pos_list = _hmm().viterbi(sentence)
     begin, nexti = 0, 0
     for i, char in enumerate(sentence):
         pos = pos_list[i][0]
@@ -116,52 +112,15 @@ def _cut_hmm(sentence: str) -> Iterator[Pair]:
         yield sentence[nexti:], pos_list[nexti][1]
 
 
-# The posseg HMM: ~65 ms to load, needed only for runs of characters jieba has no word for.
-
-
-@dataclass(frozen=True)
-class _Hmm:
-    viterbi: Callable[..., tuple[float, list[tuple[str, str]]]]
-    char_state: dict[str, Any]
-    start: dict[Any, float]
-    trans: dict[Any, dict[Any, float]]
-    emit: dict[Any, dict[str, float]]
-
+# The posseg HMM: loaded only when a text has a run of characters jieba has no word for.
 
 _hmm_lock = threading.Lock()
-_hmm_tables: list[_Hmm] = []
+_hmm_tables: list[PossegHmm] = []
 
 
-def _hmm() -> _Hmm:
+def _hmm() -> PossegHmm:
     if not _hmm_tables:
         with _hmm_lock:
             if not _hmm_tables:
-                _hmm_tables.append(_load_hmm())
+                _hmm_tables.append(load_hmm())
     return _hmm_tables[0]
-
-
-def _load_hmm() -> _Hmm:
-    posseg = sys.modules.get("jieba.posseg")
-    if posseg is not None:  # already imported by someone: share its tables
-        return _Hmm(posseg.viterbi, posseg.char_state_tab_P, posseg.start_P, posseg.trans_P, posseg.emit_P)
-    import jieba
-
-    folder = Path(jieba.__file__).parent / "posseg"
-    return _Hmm(
-        _module(folder, "viterbi").viterbi,
-        _module(folder, "char_state_tab").P,
-        _module(folder, "prob_start").P,
-        _module(folder, "prob_trans").P,
-        _module(folder, "prob_emit").P,
-    )
-
-
-def _module(folder: Path, name: str) -> ModuleType:
-    """Execute jieba/posseg/<name>.py as a standalone module (its cached bytecode is used):
-    importing it as jieba.posseg.<name> would run the package's slow __init__."""
-    spec = importlib.util.spec_from_file_location(f"rag._jieba_posseg_{name}", folder / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {folder / name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
