@@ -1,7 +1,7 @@
 """jieba's part-of-speech HMM (jieba/posseg: 256 (BMES, tag) states) as arrays, with its
 Viterbi in numpy, for the runs of characters jieba has no word for.
 
-jieba's tables are Python modules of nested dicts (~75 ms to load, on every cold question
+jieba's tables are Python modules of nested dicts (40–60 ms to load, on every cold question
 that meets an unknown name) and its Viterbi is pure Python (~2 ms a short run, a tenth of a
 question's tagging). Here the tables are kept as .npy files in the cache folder (a few ms to
 load; rebuilt from jieba's modules when missing, stale or damaged) and the Viterbi runs on
