@@ -6,17 +6,17 @@ import numpy as np
 
 from index.store import NO_FILTERS, Filters, ScoredChunk, Store
 from rag.embedders import Embedder
-from rag.fusion import rrf
+from rag.fusion import RRF_K, rrf
 from rag.tokenize import tokenize
 from rag.types import Hit
 
 
-def fuse(dense: list[ScoredChunk], lexical: list[ScoredChunk], top_k: int) -> list[Hit]:
-    """RRF over the two legs; each hit keeps both legs' ranks and scores."""
+def fuse(dense: list[ScoredChunk], lexical: list[ScoredChunk], top_k: int, k: int = RRF_K) -> list[Hit]:
+    """RRF (constant `k`) over the two legs; each hit keeps both legs' ranks and scores."""
     by_id = {s.chunk.chunk_id: s.chunk for s in dense + lexical}
     dense_at = {s.chunk.chunk_id: (rank, s.score) for rank, s in enumerate(dense, 1)}
     lexical_at = {s.chunk.chunk_id: (rank, s.score) for rank, s in enumerate(lexical, 1)}
-    fused = rrf([[s.chunk.chunk_id for s in dense], [s.chunk.chunk_id for s in lexical if s.score > 0]])
+    fused = rrf([[s.chunk.chunk_id for s in dense], [s.chunk.chunk_id for s in lexical if s.score > 0]], k)
     hits = []
     for chunk_id, score in fused[:top_k]:
         d_rank, d_score = dense_at.get(chunk_id, (None, None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from index.store import ScoredChunk
-from rag.fusion import rrf, rrf_scores
+from rag.fusion import RRF_K, rrf, rrf_scores
 from rag.retrieval import fuse
 from rag.service import RagService
 from rag.tokenize import tokenize
@@ -49,5 +49,5 @@ def test_hybrid_hits_carry_both_legs(seed_service: RagService) -> None:
     assert "南骑士" in hits[0].chunk.text
     top = hits[0]
     assert top.dense_rank is not None and top.lexical_rank is not None
-    assert top.score == pytest.approx(1 / (60 + top.dense_rank) + 1 / (60 + top.lexical_rank))
+    assert top.score == pytest.approx(1 / (RRF_K + top.dense_rank) + 1 / (RRF_K + top.lexical_rank))
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
