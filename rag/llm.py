@@ -10,14 +10,15 @@ server costs one fast fallback per request instead of one timeout per request.
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-import httpx
 import openai
 
 from rag.config import Settings
@@ -155,7 +156,9 @@ class LLMClient:
         self._client = openai.OpenAI(
             base_url=config.base_url,
             api_key=config.api_key,
-            timeout=httpx.Timeout(config.timeout_s),
+            # openai's own Timeout: the HTTP library under it changed (httpx, then its fork
+            # httpx2 from openai 3.63), and each rejects the other's Timeout type.
+            timeout=openai.Timeout(config.timeout_s),
             max_retries=config.max_retries,
         )
 
@@ -299,11 +302,29 @@ def _without_thinking(deltas: Iterator[str]) -> Iterator[str]:
         yield buffer
 
 
+@cache
+def transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, connection errors) as openai and the HTTP library under it raise them (a
+    stream read past a stall raises that library's own): httpx, or from openai 3.63 its
+    fork httpx2, whichever is installed."""
+    timeouts: list[type[BaseException]] = [openai.APITimeoutError]
+    connection: list[type[BaseException]] = [openai.APIConnectionError]
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        timeouts.append(module.TimeoutException)
+        connection.append(module.TransportError)
+    return tuple(timeouts), tuple(connection)
+
+
 def as_llm_error(exc: BaseException, timeout_s: float) -> LLMError:
     """Map openai/httpx/parsing exceptions to LLMError reason codes."""
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+    timeouts, connection = transport_errors()
+    if isinstance(exc, timeouts):
         return LLMError("timeout", f"no reply within {timeout_s:g} s")
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, connection):
         return LLMError("connection_error", f"cannot reach the LLM server ({type(exc).__name__})")
     if isinstance(exc, openai.APIStatusError):
         return LLMError(f"http_{exc.status_code}", _short(str(exc.message)))
