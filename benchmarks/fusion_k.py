@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-cmrc", type=Path, help="CMRC trial index folder to build and keep (default: temporary)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {"k_values": list(K_VALUES), "fetch_k": 30}
+    from rag.config import Settings
+
+    results: dict[str, Any] = {"k_values": list(K_VALUES), "fetch_k": Settings().fetch_k}
     for name, path, simplify, work in (("drcd_test_simplified", DRCD_TEST, True, args.work_drcd), ("cmrc2018_trial", CMRC, False, args.work_cmrc)):
         question_legs, chunks = legs(path, simplify, work)
         results[name] = {"questions": len(question_legs), "chunks": chunks, "rows": table(question_legs)}

@@ -522,7 +522,7 @@ class MilvusStore:
     def hybrid_search(
         self, query: np.ndarray, tokens: list[str], k: int, filters: Filters = NO_FILTERS, fetch_k: int = 30
     ) -> list[ScoredChunk]:
-        """Server-side fusion: `hybrid_search` with `RRFRanker(60)` over both legs (the score
+        """Server-side fusion: `hybrid_search` with `RRFRanker(RRF_K)` over both legs (the score
         is the RRF score). The retriever runs the legs itself to report per-leg ranks; this is
         the one-round-trip path for callers that only need the fused list."""
         text = " ".join(t for t in tokens if t.strip())

@@ -156,8 +156,8 @@ class LLMClient:
         self._client = openai.OpenAI(
             base_url=config.base_url,
             api_key=config.api_key,
-            # openai's own Timeout: the HTTP library under it changed (httpx, then its fork
-            # httpx2 from openai 3.63), and each rejects the other's Timeout type.
+            # openai's own Timeout: openai now runs on httpx2 (a fork of httpx), and 3.63
+            # rejects an httpx.Timeout (3.60 still accepted one).
             timeout=openai.Timeout(config.timeout_s),
             max_retries=config.max_retries,
         )
@@ -305,8 +305,8 @@ def _without_thinking(deltas: Iterator[str]) -> Iterator[str]:
 @cache
 def transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """(timeouts, connection errors) as openai and the HTTP library under it raise them (a
-    stream read past a stall raises that library's own): httpx, or from openai 3.63 its
-    fork httpx2, whichever is installed."""
+    stream read past a stall may raise that library's own): httpx and its fork httpx2, which
+    recent openai releases run on, whichever are installed."""
     timeouts: list[type[BaseException]] = [openai.APITimeoutError]
     connection: list[type[BaseException]] = [openai.APIConnectionError]
     for name in ("httpx", "httpx2"):

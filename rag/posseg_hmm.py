@@ -6,7 +6,7 @@ that meets an unknown name) and its Viterbi is pure Python (~2 ms a short run, a
 question's tagging). Here the tables are kept as .npy files in the cache folder (a few ms to
 load; rebuilt from jieba's modules when missing, stale or damaged) and the Viterbi runs on
 them: the same sums in the same order, ties sent where jieba's max((prob, state)) sends
-them, so the route is jieba's (tests compare the two on thousands of texts).
+them, so the route is jieba's (the tests compare the two on 1,200 runs; 17,000 were checked once).
 """
 
 from __future__ import annotations
@@ -164,12 +164,17 @@ def _row(chars: np.ndarray, offsets: np.ndarray, values: np.ndarray, char: str) 
 
 
 def load_hmm() -> PossegHmm:
-    path = cache_path()
-    with contextlib.suppress(Exception):  # missing, stale or damaged: built again below
-        return PossegHmm(read_tables(path))
+    try:
+        path: Path | None = cache_path()
+    except OSError:  # jieba installed without its .py tables (a frozen app): nothing to key on
+        path = None
+    if path is not None:
+        with contextlib.suppress(Exception):  # missing, stale or damaged: built again below
+            return PossegHmm(read_tables(path))
     tables = _tables_from_jieba()
-    with contextlib.suppress(OSError):  # an unwritable cache: the next process builds them again
-        write_tables(tables, path)
+    if path is not None:
+        with contextlib.suppress(OSError):  # an unwritable cache: the next process builds them again
+            write_tables(tables, path)
     return PossegHmm(tables)
 
 
@@ -194,7 +199,7 @@ def write_tables(tables: HmmTables, path: Path) -> None:
             np.save(tmp / f"{name}.npy", getattr(tables, name), allow_pickle=False)
         meta = {"format": FORMAT_VERSION, "states": [list(s) for s in tables.states], "sha256": _digest(tables)}
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        if path.exists():  # damaged (this is only called when reading it failed): out of the way
+        if path.exists():  # damaged, or a racing process's whole copy (same tables): out of the way
             trash = Path(tempfile.mkdtemp(prefix=".old-posseg-", dir=path.parent))
             with contextlib.suppress(OSError):  # another process moved it first
                 os.replace(path, trash / "old")

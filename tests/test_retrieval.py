@@ -25,7 +25,7 @@ def test_rrf_on_hand_made_rankings() -> None:
 
 
 def test_rrf_rewards_agreement_over_one_top_rank() -> None:
-    # x is 1st in one list only; y is 2nd in both: 2/62 > 1/61.
+    # x is 1st in one list only; y is 2nd in both: 2/(k+2) > 1/(k+1) for any k > 0.
     assert next(item for item, _ in rrf([["x", "y"], ["z", "y"]])) == "y"
 
 
