@@ -260,7 +260,7 @@ def build_lexicon(dict_path: Path, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-lexicon-", dir=dest.parent))
     try:
         _write(dict_path, tmp)
-        _install(tmp, dest)
+        install_directory(tmp, dest, open_lexicon)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -273,10 +273,12 @@ def _remove_stale_temp_dirs(folder: Path) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _install(tmp: Path, dest: Path) -> None:
+def install_directory(tmp: Path, dest: Path, check: Any) -> None:
+    """Rename the finished `tmp` to `dest`. A whole `dest` (`check(dest)` does not raise:
+    a racing builder's) is kept; a damaged one is moved out of the way in one step."""
     if dest.exists():
         try:
-            open_lexicon(dest)
+            check(dest)
             return  # a racing builder installed a whole one first: keep it, drop ours
         except Exception:  # damaged: move it out of the way in one step
             trash = Path(tempfile.mkdtemp(prefix=".old-lexicon-", dir=dest.parent))

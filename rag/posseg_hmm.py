@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -192,6 +191,8 @@ def write_tables(tables: HmmTables, path: Path) -> None:
     """Into a temp directory beside `path`, then renamed: never half a table set."""
     import shutil
 
+    from rag.lexicon import install_directory
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-posseg-", dir=path.parent))
     try:
@@ -199,13 +200,7 @@ def write_tables(tables: HmmTables, path: Path) -> None:
             np.save(tmp / f"{name}.npy", getattr(tables, name), allow_pickle=False)
         meta = {"format": FORMAT_VERSION, "states": [list(s) for s in tables.states], "sha256": _digest(tables)}
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        if path.exists():  # damaged, or a racing process's whole copy (same tables): out of the way
-            trash = Path(tempfile.mkdtemp(prefix=".old-posseg-", dir=path.parent))
-            with contextlib.suppress(OSError):  # another process moved it first
-                os.replace(path, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.replace(tmp, path)  # fails when a racing process installed one first: keep theirs
+        install_directory(tmp, path, read_tables)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
