@@ -3,6 +3,7 @@ repaired, and every character keeps a pointer back into the raw file."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html.parser
 import itertools
 import json
@@ -28,6 +29,13 @@ _BYLINE_RE = re.compile(r"^本报(?:特约)?记者\s*(?P<name>[^\s摄]+(?:\s+[^\
 _CREDIT_RE = re.compile(r"^本报(?:特约)?记者\s*\S+(?:\s+\S+)*\s*摄$")
 _DATELINE_RE = re.compile(r"^(?P<dateline>本报\S{1,8}?[讯电]\s*[(（]\s*记者\s*(?P<name>[^)）]+?)\s*[)）])")
 _CAPTION_RE = re.compile(r"^图[①-⑳\d]*[:：]")
+# A line that is only the publication date (matched on the match form: 發布時間 and ２０２４ too),
+# e.g. 2024年4月8日, 2024-04-08 10:30, 发布时间：2024/4/8 星期一.
+_DATE_LINE_RE = re.compile(
+    r"^(?:(?:发布|发表|更新|出版|刊发)?(?:时间|日期)\s*[:：]?\s*)?"
+    r"(?P<year>\d{4})\s*(?:年|[-/.])\s*(?P<month>\d{1,2})\s*(?:月|[-/.])\s*(?P<day>\d{1,2})\s*日?"
+    r"(?:\s*(?:星期|周)[一二三四五六日天])?(?:\s*\d{1,2}[:：]\d{2}(?:[:：]\d{2})?)?$"
+)
 _CLAUSE_PUNCT = "，,、：:；;"
 _TERMINAL = SENTENCE_END + CLOSING_QUOTES + "—-"
 _TITLE_MAX = 40
@@ -40,7 +48,7 @@ class Paragraph:
     segments: list[tuple[int, int]]
     gap_before: int  # blank lines before it in the raw file
     raw: str = ""
-    kind: str = "body"  # body | title | subtitle | byline | credit | caption
+    kind: str = "body"  # body | title | subtitle | byline | credit | caption | date
 
     def text(self, original: str) -> str:
         return "".join(original[s:e] for s, e in self.segments)
@@ -61,6 +69,7 @@ class Article:
     subtitle: str | None = None
     byline: str | None = None
     dateline: str | None = None
+    date: str | None = None  # YYYY-MM-DD, from a line that is only the publication date
     credits: list[str] = field(default_factory=list)
     body: list[Paragraph] = field(default_factory=list)
     # raw-file spans of the lines the metadata was read from: {"byline": (start, end), ...}
@@ -98,6 +107,8 @@ def classify(p: Paragraph) -> str:
         return "subtitle"
     if _CAPTION_RE.match(p.folded):
         return "caption"
+    if publication_date(p.folded):  # short and unpunctuated, but no headline
+        return "date"
     if looks_like_heading(text):
         return "heading"
     return "body"
@@ -108,6 +119,18 @@ def looks_like_heading(text: str) -> bool:
     if len(text) > _TITLE_MAX or text.startswith(("“", '"', "「")):
         return False
     return not (any(c in text for c in _CLAUSE_PUNCT) or text[-1] in SENTENCE_END)
+
+
+def publication_date(line: str) -> str | None:
+    """YYYY-MM-DD when the (match-form) line is only a real calendar date, perhaps labelled
+    and with a weekday or time."""
+    match = _DATE_LINE_RE.match(line)
+    if match is None:
+        return None
+    try:
+        return dt.date(int(match["year"]), int(match["month"]), int(match["day"])).isoformat()
+    except ValueError:
+        return None
 
 
 def is_dangling(p: Paragraph) -> bool:
@@ -132,9 +155,10 @@ def find_title_indexes(paragraphs: list[Paragraph]) -> list[int]:
         if p.kind != "heading":
             continue
         following = paragraphs[i + 1 : i + 3]
-        has_byline = any(q.kind == "byline" or _DATELINE_RE.match(q.folded) for q in following)
+        has_byline = any(q.kind in ("byline", "date") or _DATELINE_RE.match(q.folded) for q in following)
         gap_after = paragraphs[i + 1].gap_before if i + 1 < len(paragraphs) else 0
-        set_apart = (p.gap_before >= 2 or i == 0 or gap_after >= 2) and "——" not in p.raw
+        at_top = all(q.kind == "date" for q in paragraphs[:i])  # the page's first line, or under its date
+        set_apart = (p.gap_before >= 2 or at_top or gap_after >= 2) and "——" not in p.raw
         if has_byline or set_apart:
             titles.append(i)
     return titles
@@ -224,7 +248,9 @@ def _block_start(paragraphs: list[Paragraph], end: int) -> int:
 
 def _article_first_body_paragraphs(paragraphs: list[Paragraph]) -> list[int]:
     return [
-        i for i in range(1, len(paragraphs)) if paragraphs[i].kind == "body" and paragraphs[i - 1].kind in {"title", "subtitle", "byline"}
+        i
+        for i in range(1, len(paragraphs))
+        if paragraphs[i].kind == "body" and paragraphs[i - 1].kind in {"title", "subtitle", "byline", "date"}
     ]
 
 
@@ -265,7 +291,11 @@ def group_articles(paragraphs: list[Paragraph]) -> list[Article]:
         if p.kind == "title":
             if current.title is not None or current.body:
                 articles.append(current)
+            # A date printed above the headline, at the top of the page, is the article's.
+            date_above = current if current.title is None and not current.body and current.date else None
             current = Article(title=p, lines={"title": _span(p)})
+            if date_above is not None:
+                current.date, current.lines["date"] = date_above.date, date_above.lines["date"]
         elif p.kind == "subtitle" and current.subtitle is None and not current.body:
             current.subtitle = p.raw.lstrip("—").strip()
             current.lines["subtitle"] = _span(p)
@@ -275,6 +305,9 @@ def group_articles(paragraphs: list[Paragraph]) -> list[Article]:
         elif p.kind == "credit":
             current.credits.append(p.raw)
             current.lines.setdefault("credit", _span(p))
+        elif p.kind == "date" and current.date is None and not current.body:
+            current.date = publication_date(p.folded)
+            current.lines["date"] = _span(p)
         else:
             match = _DATELINE_RE.match(p.folded)
             if match and current.dateline is None:
@@ -360,6 +393,7 @@ def article_document(article: Article, original: str, source: str, fallback_titl
         source=source,
         byline=article.byline,
         dateline=article.dateline,
+        date=article.date,
         subtitle=article.subtitle,
         source_map=source_map,
         meta=meta,

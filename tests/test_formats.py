@@ -422,3 +422,45 @@ def test_a_small_html_page_loses_its_navigation_header_and_footer_too(tmp_path: 
     [doc] = load_documents(page)
     assert doc.title == "拉萨市开通新公交线路" and doc.date == "2024-05-18"
     assert doc.text == "拉萨市公交公司近日开通了三条新公交线路，覆盖柳梧新区和纳金乡。\n\n新线路开通后，通勤时间缩短了二十分钟。"
+
+
+NYINGCHI_HTML = """<!DOCTYPE html>
+<html lang="zh-Hant"><head><meta charset="big5"><title>林芝桃花節吸引遊客 帶動村民增收</title></head>
+<body><nav>首頁 | 新聞 | 財經</nav>
+<article><h1>林芝桃花節吸引遊客 帶動村民增收</h1>
+<p class="date">2024年4月8日</p>
+<p>第二十屆西藏林芝桃花文化旅遊節於3月22日在巴宜區嘎拉村開幕，為期一個月。</p>
+<p>據林芝市文化和旅遊局統計，桃花節期間全市共接待遊客八十六萬人次，實現旅遊收入九億二千萬元。</p>
+</article><footer>版權所有</footer></body></html>"""
+
+
+def test_a_date_line_under_the_headline_is_the_date_not_the_title(tmp_path: Path) -> None:
+    """A Big5 page whose date sits in a paragraph of its own under the h1: the date line was
+    taken for a headline, so the article was titled 2024年4月8日 and the real title lost."""
+    [doc] = load_documents(write(tmp_path, "nyingchi.html", NYINGCHI_HTML.encode("big5")))
+    assert doc.title == "林芝桃花節吸引遊客 帶動村民增收" and doc.date == "2024-04-08"
+    assert doc.text.startswith("第二十屆西藏林芝桃花文化旅遊節") and "2024年4月8日" not in doc.text
+    assert doc.meta["fields"]["date"]["quote"] == "2024年4月8日"
+
+
+@pytest.mark.parametrize(
+    ("head", "title", "date"),
+    [
+        ("拉萨市建成智慧停车场\n\n\n2024年3月1日\n\n", "拉萨市建成智慧停车场", "2024-03-01"),
+        ("2024-03-01\n拉萨市建成智慧停车场\n", "拉萨市建成智慧停车场", "2024-03-01"),  # the date above the headline
+        ("拉萨市建成智慧停车场\n發布時間：２０２４年３月１日 星期五 10:30\n", "拉萨市建成智慧停车场", "2024-03-01"),
+        ("拉萨市建成智慧停车场\n\n2024年2月30日\n\n", "拉萨市建成智慧停车场", None),  # no such day: text, not a date
+    ],
+)
+def test_date_lines_in_plain_text(tmp_path: Path, head: str, title: str, date: str | None) -> None:
+    original = f"{head}{LHASA}\n\n{LHASA_2}\n"
+    [doc] = load_documents(write(tmp_path, "lhasa.txt", original.encode("utf-8")))
+    assert (doc.title, doc.date) == (title, date)
+    assert doc.text.endswith(f"{LHASA}\n\n{LHASA_2}") and (date is None) == ("2月30日" in doc.text)
+    assert_source_map_holds(doc, original)
+
+
+def test_a_date_line_inside_an_article_stays_its_text(tmp_path: Path) -> None:
+    original = f"拉萨市建成智慧停车场\n\n{LHASA}\n\n2024年3月5日\n\n{LHASA_2}\n"
+    [doc] = load_documents(write(tmp_path, "lhasa.txt", original.encode("utf-8")))
+    assert doc.date is None and doc.text == f"{LHASA}\n\n2024年3月5日\n\n{LHASA_2}"
