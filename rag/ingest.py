@@ -29,13 +29,20 @@ _BYLINE_RE = re.compile(r"^本报(?:特约)?记者\s*(?P<name>[^\s摄]+(?:\s+[^\
 _CREDIT_RE = re.compile(r"^本报(?:特约)?记者\s*\S+(?:\s+\S+)*\s*摄$")
 _DATELINE_RE = re.compile(r"^(?P<dateline>本报\S{1,8}?[讯电]\s*[(（]\s*记者\s*(?P<name>[^)）]+?)\s*[)）])")
 _CAPTION_RE = re.compile(r"^图[①-⑳\d]*[:：]")
-# A line that is only the publication date (matched on the match form: 發布時間 and ２０２４ too),
-# e.g. 2024年4月8日, 2024-04-08 10:30, 发布时间：2024/4/8 星期一.
-_DATE_LINE_RE = re.compile(
-    r"^(?:(?:发布|发表|更新|出版|刊发)?(?:时间|日期)\s*[:：]?\s*)?"
-    r"(?P<year>\d{4})\s*(?:年|[-/.])\s*(?P<month>\d{1,2})\s*(?:月|[-/.])\s*(?P<day>\d{1,2})\s*日?"
+# A publication date, perhaps with a weekday or a time (matched on the match form: ２０２４ too),
+# e.g. 2024年4月8日, 2024-04-08 10:30, 2024/4/8 星期一.
+_DATE_RE = re.compile(
+    r"^(?P<year>\d{4})\s*(?:年|[-/.])\s*(?P<month>\d{1,2})\s*(?:月|[-/.])\s*(?P<day>\d{1,2})\s*日?"
     r"(?:\s*(?:星期|周)[一二三四五六日天])?(?:\s*\d{1,2}[:：]\d{2}(?:[:：]\d{2})?)?$"
 )
+# The labelled fields news sites print under a headline: 来源：西藏日报　发布时间：2024-05-18 09:30.
+_DATE_LABELS = ("发布时间", "发布日期", "发表时间", "更新时间", "时间", "日期")
+_BYLINE_LABELS = ("作者", "记者", "撰稿")
+_SOURCE_LABELS = ("来源", "出处")
+_META_LABELS = "|".join(sorted((*_DATE_LABELS, *_BYLINE_LABELS, *_SOURCE_LABELS, "责任编辑", "编辑", "通讯员"), key=len, reverse=True))
+_META_FIELD = rf"(?P<label>{_META_LABELS})\s*[:：]\s*(?P<value>\S.*?)\s*(?=(?:{_META_LABELS})\s*[:：]|$)"
+_META_FIELD_RE = re.compile(_META_FIELD)
+_META_LINE_RE = re.compile(rf"(?:{_META_FIELD})+")
 _CLAUSE_PUNCT = "，,、：:；;"
 _TERMINAL = SENTENCE_END + CLOSING_QUOTES + "—-"
 _TITLE_MAX = 40
@@ -48,7 +55,7 @@ class Paragraph:
     segments: list[tuple[int, int]]
     gap_before: int  # blank lines before it in the raw file
     raw: str = ""
-    kind: str = "body"  # body | title | subtitle | byline | credit | caption | date
+    kind: str = "body"  # body | title | subtitle | byline | credit | caption | meta
 
     def text(self, original: str) -> str:
         return "".join(original[s:e] for s, e in self.segments)
@@ -69,7 +76,8 @@ class Article:
     subtitle: str | None = None
     byline: str | None = None
     dateline: str | None = None
-    date: str | None = None  # YYYY-MM-DD, from a line that is only the publication date
+    date: str | None = None  # YYYY-MM-DD, from a meta line (a date alone, or labelled fields)
+    publisher: str | None = None  # a meta line's 来源
     credits: list[str] = field(default_factory=list)
     body: list[Paragraph] = field(default_factory=list)
     # raw-file spans of the lines the metadata was read from: {"byline": (start, end), ...}
@@ -107,8 +115,8 @@ def classify(p: Paragraph) -> str:
         return "subtitle"
     if _CAPTION_RE.match(p.folded):
         return "caption"
-    if publication_date(p.folded):  # short and unpunctuated, but no headline
-        return "date"
+    if meta_fields(p.folded):  # a date alone is short and unpunctuated, but no headline
+        return "meta"
     if looks_like_heading(text):
         return "heading"
     return "body"
@@ -121,16 +129,38 @@ def looks_like_heading(text: str) -> bool:
     return not (any(c in text for c in _CLAUSE_PUNCT) or text[-1] in SENTENCE_END)
 
 
-def publication_date(line: str) -> str | None:
-    """YYYY-MM-DD when the (match-form) line is only a real calendar date, perhaps labelled
-    and with a weekday or time."""
-    match = _DATE_LINE_RE.match(line)
+def publication_date(text: str) -> str | None:
+    """YYYY-MM-DD when the (match-form) text is only a real calendar date, perhaps with a
+    weekday or a time."""
+    match = _DATE_RE.match(text.strip())
     if match is None:
         return None
     try:
         return dt.date(int(match["year"]), int(match["month"]), int(match["day"])).isoformat()
     except ValueError:
         return None
+
+
+def meta_fields(line: str) -> dict[str, tuple[int, int]] | None:
+    """A (match-form) line that is only a publication date, or only labelled fields (来源, 发布时间,
+    作者, 编辑, ...): {"date" | "byline" | "source": (start, end) of the value in the line}; None
+    for any other line, and for a date that is no calendar day."""
+    if publication_date(line):
+        return {"date": (0, len(line))}
+    if not _META_LINE_RE.fullmatch(line):
+        return None
+    found: dict[str, tuple[int, int]] = {}
+    for match in _META_FIELD_RE.finditer(line):
+        label, span = match["label"], match.span("value")
+        if label in _DATE_LABELS:
+            if not publication_date(match["value"]):
+                return None
+            found.setdefault("date", span)
+        elif label in _BYLINE_LABELS:
+            found.setdefault("byline", span)
+        elif label in _SOURCE_LABELS:
+            found.setdefault("source", span)
+    return found
 
 
 def is_dangling(p: Paragraph) -> bool:
@@ -155,9 +185,9 @@ def find_title_indexes(paragraphs: list[Paragraph]) -> list[int]:
         if p.kind != "heading":
             continue
         following = paragraphs[i + 1 : i + 3]
-        has_byline = any(q.kind in ("byline", "date") or _DATELINE_RE.match(q.folded) for q in following)
+        has_byline = any(q.kind in ("byline", "meta") or _DATELINE_RE.match(q.folded) for q in following)
         gap_after = paragraphs[i + 1].gap_before if i + 1 < len(paragraphs) else 0
-        at_top = all(q.kind == "date" for q in paragraphs[:i])  # the page's first line, or under its date
+        at_top = all(q.kind == "meta" for q in paragraphs[:i])  # the page's first line, or under its date
         set_apart = (p.gap_before >= 2 or at_top or gap_after >= 2) and "——" not in p.raw
         if has_byline or set_apart:
             titles.append(i)
@@ -250,7 +280,7 @@ def _article_first_body_paragraphs(paragraphs: list[Paragraph]) -> list[int]:
     return [
         i
         for i in range(1, len(paragraphs))
-        if paragraphs[i].kind == "body" and paragraphs[i - 1].kind in {"title", "subtitle", "byline", "date"}
+        if paragraphs[i].kind == "body" and paragraphs[i - 1].kind in {"title", "subtitle", "byline", "meta"}
     ]
 
 
@@ -291,11 +321,12 @@ def group_articles(paragraphs: list[Paragraph]) -> list[Article]:
         if p.kind == "title":
             if current.title is not None or current.body:
                 articles.append(current)
-            # A date printed above the headline, at the top of the page, is the article's.
-            date_above = current if current.title is None and not current.body and current.date else None
+            # Meta lines printed above the headline, at the top of the page, are the article's.
+            above = current if current.title is None and not current.body else None
             current = Article(title=p, lines={"title": _span(p)})
-            if date_above is not None:
-                current.date, current.lines["date"] = date_above.date, date_above.lines["date"]
+            if above is not None:
+                current.date, current.byline, current.publisher = above.date, above.byline, above.publisher
+                current.lines |= {k: v for k, v in above.lines.items() if k != "title"}
         elif p.kind == "subtitle" and current.subtitle is None and not current.body:
             current.subtitle = p.raw.lstrip("—").strip()
             current.lines["subtitle"] = _span(p)
@@ -305,9 +336,8 @@ def group_articles(paragraphs: list[Paragraph]) -> list[Article]:
         elif p.kind == "credit":
             current.credits.append(p.raw)
             current.lines.setdefault("credit", _span(p))
-        elif p.kind == "date" and current.date is None and not current.body:
-            current.date = publication_date(p.folded)
-            current.lines["date"] = _span(p)
+        elif p.kind == "meta" and not current.body:
+            add_meta_line(current, p)
         else:
             match = _DATELINE_RE.match(p.folded)
             if match and current.dateline is None:
@@ -321,6 +351,21 @@ def group_articles(paragraphs: list[Paragraph]) -> list[Article]:
     if current.title is not None or current.body:
         articles.append(current)
     return [a for a in articles if a.body]
+
+
+def add_meta_line(article: Article, p: Paragraph) -> None:
+    """The date, byline and source a meta line gives (the first of each wins), values as written."""
+    for name, (start, end) in (meta_fields(p.folded) or {}).items():
+        value = p.raw[start:end]
+        if name == "date" and article.date is None:
+            article.date = publication_date(p.folded[start:end])
+        elif name == "byline" and article.byline is None:
+            article.byline = value
+        elif name == "source" and article.publisher is None:
+            article.publisher = value
+        else:
+            continue
+        article.lines[name] = _span(p)
 
 
 def field_line(original: str, span: tuple[int, int]) -> dict[str, object]:
@@ -386,6 +431,8 @@ def article_document(article: Article, original: str, source: str, fallback_titl
     meta: dict[str, object] = {"fields": {name: field_line(original, span) for name, span in article.lines.items()}}
     if article.credits:
         meta["credits"] = article.credits
+    if article.publisher:
+        meta["publisher"] = article.publisher
     return Document(
         title=title,
         text="".join(parts),

@@ -464,3 +464,32 @@ def test_a_date_line_inside_an_article_stays_its_text(tmp_path: Path) -> None:
     original = f"拉萨市建成智慧停车场\n\n{LHASA}\n\n2024年3月5日\n\n{LHASA_2}\n"
     [doc] = load_documents(write(tmp_path, "lhasa.txt", original.encode("utf-8")))
     assert doc.date is None and doc.text == f"{LHASA}\n\n2024年3月5日\n\n{LHASA_2}"
+
+
+@pytest.mark.parametrize(
+    ("meta_line", "publisher", "byline"),
+    [
+        ("来源：西藏日报\u3000\u3000发布时间：2024-05-18 09:30", "西藏日报", None),
+        ("來源：西藏日報 作者：張三 日期：2024年5月18日", "西藏日報", "張三"),
+    ],
+)
+def test_a_source_and_date_line_under_the_headline_is_metadata(tmp_path: Path, meta_line: str, publisher: str, byline: str | None) -> None:
+    """Pasted from a news site: the labelled line was joined onto the first paragraph
+    (「…发布时间：2024-05-18 09:30拉萨市公交公司…」, quoted so in citations) and its date lost."""
+    from rag.metadata_answers import field_value
+
+    original = f"拉萨市建成智慧停车场\n\n{meta_line}\n\n{LHASA}\n\n{LHASA_2}\n\n责任编辑：王五\n"
+    [doc] = load_documents(write(tmp_path, "lhasa.txt", original.encode("utf-8")))
+    assert (doc.title, doc.date, doc.byline, doc.meta["publisher"]) == ("拉萨市建成智慧停车场", "2024-05-18", byline, publisher)
+    assert doc.text == f"{LHASA}\n\n{LHASA_2}\n\n责任编辑：王五"  # the editor's line after the article stays its text
+    assert_source_map_holds(doc, original)
+    source = field_value(doc, "source")
+    assert source is not None and source.value == publisher and source.quote == meta_line
+    assert original[source.source_start : source.source_end] == meta_line  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("line", ["时间：昨天上午", "来源：", "编辑部的故事", "日期：2024年2月30日"])
+def test_lines_that_only_look_like_metadata_stay_text(tmp_path: Path, line: str) -> None:
+    original = f"拉萨市建成智慧停车场\n\n{line}\n\n{LHASA}\n\n{LHASA_2}\n"
+    [doc] = load_documents(write(tmp_path, "lhasa.txt", original.encode("utf-8")))
+    assert doc.title == "拉萨市建成智慧停车场" and doc.text.startswith(line) and doc.date is None
