@@ -31,18 +31,23 @@ _DATELINE_RE = re.compile(r"^(?P<dateline>本报\S{1,8}?[讯电]\s*[(（]\s*记�
 _CAPTION_RE = re.compile(r"^图[①-⑳\d]*[:：]")
 # A publication date, perhaps with a weekday or a time (matched on the match form: ２０２４ too),
 # e.g. 2024年4月8日, 2024-04-08 10:30, 2024/4/8 星期一.
-_DATE_RE = re.compile(
-    r"^(?P<year>\d{4})\s*(?:年|[-/.])\s*(?P<month>\d{1,2})\s*(?:月|[-/.])\s*(?P<day>\d{1,2})\s*日?"
-    r"(?:\s*(?:星期|周)[一二三四五六日天])?(?:\s*\d{1,2}[:：]\d{2}(?:[:：]\d{2})?)?$"
+_DATE_TEXT = (
+    r"(?P<year>\d{4})\s*(?:年|[-/.])\s*(?P<month>\d{1,2})\s*(?:月|[-/.])\s*(?P<day>\d{1,2})\s*日?"
+    r"(?:\s*(?:星期|周)[一二三四五六日天])?(?:\s*\d{1,2}[:：]\d{2}(?:[:：]\d{2})?)?"
 )
-# The labelled fields news sites print under a headline: 来源：西藏日报　发布时间：2024-05-18 09:30.
+_DATE_RE = re.compile(rf"^{_DATE_TEXT}$")
+_TRAILING_DATE_RE = re.compile(rf"\s+(?={_DATE_TEXT}$)")  # 来源：新华网 2024-05-18
+# The labelled fields news sites print under a headline, in segments apart by | or wide spaces:
+# 来源：西藏日报　发布时间：2024-05-18 09:30, 2024-05-18 10:30 | 来源：新华网 | 作者：张三.
 _DATE_LABELS = ("发布时间", "发布日期", "发表时间", "更新时间", "时间", "日期")
 _BYLINE_LABELS = ("作者", "记者", "撰稿")
 _SOURCE_LABELS = ("来源", "出处")
-_META_LABELS = "|".join(sorted((*_DATE_LABELS, *_BYLINE_LABELS, *_SOURCE_LABELS, "责任编辑", "编辑", "通讯员"), key=len, reverse=True))
+_OTHER_LABELS = ("责任编辑", "编辑", "通讯员", "浏览次数", "阅读量", "点击数", "浏览", "阅读", "点击", "字号", "字体")
+_META_LABELS = "|".join(sorted((*_DATE_LABELS, *_BYLINE_LABELS, *_SOURCE_LABELS, *_OTHER_LABELS), key=len, reverse=True))
 _META_FIELD = rf"(?P<label>{_META_LABELS})\s*[:：]\s*(?P<value>\S.*?)\s*(?=(?:{_META_LABELS})\s*[:：]|$)"
 _META_FIELD_RE = re.compile(_META_FIELD)
-_META_LINE_RE = re.compile(rf"(?:{_META_FIELD})+")
+_META_SEGMENT_RE = re.compile(rf"(?:{_META_FIELD})+|【[^】]*】|\[[^\]]*\]")  # 【字号 大 中 小】 is page furniture
+_META_SEGMENTS_RE = re.compile(r"(?:(?![|｜丨]|\s{2}).)+")
 _CLAUSE_PUNCT = "，,、：:；;"
 _TERMINAL = SENTENCE_END + CLOSING_QUOTES + "—-"
 _TITLE_MAX = 40
@@ -142,25 +147,39 @@ def publication_date(text: str) -> str | None:
 
 
 def meta_fields(line: str) -> dict[str, tuple[int, int]] | None:
-    """A (match-form) line that is only a publication date, or only labelled fields (来源, 发布时间,
-    作者, 编辑, ...): {"date" | "byline" | "source": (start, end) of the value in the line}; None
-    for any other line, and for a date that is no calendar day."""
-    if publication_date(line):
-        return {"date": (0, len(line))}
-    if not _META_LINE_RE.fullmatch(line):
-        return None
+    """A (match-form) line made only of a publication date and labelled fields (来源, 发布时间,
+    作者, 编辑, ...), in segments apart by | or wide spaces: {"date" | "byline" | "source": (start,
+    end) of the first such value in the line}; None for any other line, a date that is no
+    calendar day, or a line that gives none of the three."""
     found: dict[str, tuple[int, int]] = {}
-    for match in _META_FIELD_RE.finditer(line):
-        label, span = match["label"], match.span("value")
-        if label in _DATE_LABELS:
-            if not publication_date(match["value"]):
+    for segment in _META_SEGMENTS_RE.finditer(line):
+        text = segment.group().strip()
+        if not text:
+            continue
+        offset = segment.start() + segment.group().index(text)
+        if publication_date(text):
+            found.setdefault("date", (offset, offset + len(text)))
+            continue
+        if not _META_SEGMENT_RE.fullmatch(text):
+            return None
+        for match in _META_FIELD_RE.finditer(text):
+            name, (start, end) = _meta_name(match["label"]), match.span("value")
+            if name == "date" and not publication_date(match["value"]):
                 return None
-            found.setdefault("date", span)
-        elif label in _BYLINE_LABELS:
-            found.setdefault("byline", span)
-        elif label in _SOURCE_LABELS:
-            found.setdefault("source", span)
-    return found
+            if name is not None and (after := _TRAILING_DATE_RE.search(match["value"])) and publication_date(match["value"][after.end() :]):
+                found.setdefault("date", (start + after.end() + offset, end + offset))
+                end = start + after.start()
+            if name is not None:
+                found.setdefault(name, (offset + start, offset + end))
+    return found or None
+
+
+def _meta_name(label: str) -> str | None:
+    if label in _DATE_LABELS:
+        return "date"
+    if label in _BYLINE_LABELS:
+        return "byline"
+    return "source" if label in _SOURCE_LABELS else None
 
 
 def is_dangling(p: Paragraph) -> bool:

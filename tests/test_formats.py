@@ -471,6 +471,9 @@ def test_a_date_line_inside_an_article_stays_its_text(tmp_path: Path) -> None:
     [
         ("来源：西藏日报\u3000\u3000发布时间：2024-05-18 09:30", "西藏日报", None),
         ("來源：西藏日報 作者：張三 日期：2024年5月18日", "西藏日報", "張三"),
+        ("2024-05-18 10:30 | 来源：新华网 | 作者：张三", "新华网", "张三"),
+        ("发布时间：2024-05-18 10:30:00  来源：新华网  浏览次数：1234  【字号 大 中 小】", "新华网", None),
+        ("来源：新华网 2024年5月18日", "新华网", None),
     ],
 )
 def test_a_source_and_date_line_under_the_headline_is_metadata(tmp_path: Path, meta_line: str, publisher: str, byline: str | None) -> None:
@@ -488,7 +491,7 @@ def test_a_source_and_date_line_under_the_headline_is_metadata(tmp_path: Path, m
     assert original[source.source_start : source.source_end] == meta_line  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("line", ["时间：昨天上午", "来源：", "编辑部的故事", "日期：2024年2月30日"])
+@pytest.mark.parametrize("line", ["时间：昨天上午", "来源：", "编辑部的故事", "日期：2024年2月30日", "来源：新华网 | 记者说：明年再办"])
 def test_lines_that_only_look_like_metadata_stay_text(tmp_path: Path, line: str) -> None:
     original = f"拉萨市建成智慧停车场\n\n{line}\n\n{LHASA}\n\n{LHASA_2}\n"
     [doc] = load_documents(write(tmp_path, "lhasa.txt", original.encode("utf-8")))
