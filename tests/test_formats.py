@@ -496,3 +496,22 @@ def test_lines_that_only_look_like_metadata_stay_text(tmp_path: Path, line: str)
     original = f"拉萨市建成智慧停车场\n\n{line}\n\n{LHASA}\n\n{LHASA_2}\n"
     [doc] = load_documents(write(tmp_path, "lhasa.txt", original.encode("utf-8")))
     assert doc.title == "拉萨市建成智慧停车场" and doc.text.startswith(line) and doc.date is None
+
+
+def test_pdf_page_numbers_and_running_headers_are_not_article_text(tmp_path: Path) -> None:
+    """A two-page paper PDF: its running header and page numbers sat between the paragraphs
+    and kept the sentence broken over the page from being joined."""
+    header = "西藏日报  2024年5月18日  星期六"
+    page_1 = [header, "那曲市举办第十届赛马节", "来源：西藏日报 作者：次仁", "第十届那曲赛马节8月9日在色尼区开幕，", "三百二十名骑手参加比赛，现场交易额", "- 1 -"]
+    page_2 = [header, "达到一千二百万元。", "- 2 -"]
+    [doc] = load_file(write(tmp_path, "naqu.pdf", make_pdf([page_1, page_2]))).documents
+    assert (doc.title, doc.byline, doc.meta["publisher"]) == ("那曲市举办第十届赛马节", "次仁", "西藏日报")
+    assert doc.text == "第十届那曲赛马节8月9日在色尼区开幕，三百二十名骑手参加比赛，现场交易额达到一千二百万元。"
+
+
+def test_a_headline_repeated_atop_every_page_stays_the_title(tmp_path: Path) -> None:
+    page_1 = ["那曲市举办第十届赛马节", "第十届那曲赛马节8月9日在色尼区开幕。", "第 1 页 共 2 页"]
+    page_2 = ["那曲市举办第十届赛马节", "赛马节期间还举办了牦牛产品展销会。", "第 2 页 共 2 页"]
+    [doc] = load_file(write(tmp_path, "naqu.pdf", make_pdf([page_1, page_2]))).documents
+    assert doc.title == "那曲市举办第十届赛马节"
+    assert doc.text == "第十届那曲赛马节8月9日在色尼区开幕。\n\n赛马节期间还举办了牦牛产品展销会。"

@@ -1,6 +1,7 @@
 """PDF → articles through its text layer (pypdf); no OCR.
 
-The pages' text, joined with a blank line between pages, goes through the same page parser as
+Page numbers and running headers or footers are dropped first (`without_running_lines`); the
+pages' text, joined with a blank line between pages, goes through the same page parser as
 a .txt file: a PDF breaks every printed line, and the parser joins lines that stop mid-sentence
 (also across a page break). `Document.source_map` and `meta["pages"]` therefore point into that
 extracted text, not into the PDF's bytes.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from rag.formats.offsets import block_marks, join_blocks
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
 def documents_from_pdf(raw: bytes, source: str) -> list[Document]:
     """Articles of a PDF; meta["pages"] = [[doc_offset, page_number], ...] (1-based pages)."""
-    pages = [text.strip("\n") for text in _page_texts(raw, source)]
+    pages = without_running_lines([text.strip("\n") for text in _page_texts(raw, source)])
     if not any(text.strip() for text in pages):
         raise IngestError(f"{source}: has no text layer (scanned PDF?); run OCR on it first")
     text, starts = join_blocks(pages, ["\n\n" if i else "" for i in range(len(pages))])
@@ -31,6 +34,47 @@ def documents_from_pdf(raw: bytes, source: str) -> list[Document]:
     for doc in docs:
         doc.meta["pages"] = block_marks(doc, starts, numbers)
     return docs
+
+
+# Page furniture is looked for among the first and last lines of a page.
+EDGE_LINES = 2
+_PAGE_NUMBER = re.compile(
+    r"[-－—–]\s*\d{1,4}\s*[-－—–]|第\s*\d{1,4}\s*页(?:\s*[/／,，]?\s*共\s*\d{1,4}\s*页)?|共\s*\d{1,4}\s*页\s*第\s*\d{1,4}\s*页"
+    r"|\d{1,4}\s*[/／]\s*\d{1,4}|(?:page|p\.)\s*\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?|\d{1,4}",
+    re.IGNORECASE,
+)
+
+
+def without_running_lines(pages: list[str]) -> list[str]:
+    """The pages without their page numbers and running headers or footers: a line at a page's
+    top or bottom edge that is a page number, or that recurs (digits aside) at the edge of at
+    least half the pages, two or more. Left in, they sat between paragraphs (「- 1 -」, 「西藏日报
+    2024年5月18日 星期六」) and kept a sentence broken over a page from being joined. The first
+    page keeps its top lines: an article's headline may be what later pages repeat."""
+    lines = [page.split("\n") for page in pages]
+    shapes = [{_shape(line) for line in _edges(page) if line.strip()} for page in lines]
+    counts = Counter(shape for page in shapes for shape in page)
+    running = {shape for shape, n in counts.items() if n >= 2 and 2 * n >= len(pages)}
+    return ["\n".join(_drop_furniture(page, running, first=not k)) for k, page in enumerate(lines)]
+
+
+def _edges(page: list[str]) -> list[str]:
+    return page[:EDGE_LINES] + page[max(EDGE_LINES, len(page) - EDGE_LINES) :]
+
+
+def _shape(line: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(line.split()))
+
+
+def _drop_furniture(page: list[str], running: set[str], first: bool) -> list[str]:
+    def furniture(i: int) -> bool:
+        top, bottom = i < EDGE_LINES, i >= len(page) - EDGE_LINES
+        line = page[i].strip()
+        if not line or not (top or bottom):
+            return False
+        return _PAGE_NUMBER.fullmatch(line) is not None or (_shape(line) in running and (bottom or not first))
+
+    return [line for i, line in enumerate(page) if not furniture(i)]
 
 
 def _page_texts(raw: bytes, source: str) -> list[str]:
