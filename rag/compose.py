@@ -178,7 +178,7 @@ class ExtractiveComposer:
             if len(chosen) == self.max_sentences:
                 break
             close = cand.score >= best.score - 0.05 and cand.coverage >= 0.6 * best.coverage
-            if close and not any(overlaps(cand, c) for c in chosen):
+            if close and not any(repeats(cand, c) for c in chosen):
                 chosen.append(cand)
         return chosen
 
@@ -209,6 +209,16 @@ class ExtractiveComposer:
 
 def overlaps(a: Candidate, b: Candidate) -> bool:
     return a.hit.chunk.doc_id == b.hit.chunk.doc_id and a.start < b.end and b.start < a.end
+
+
+def repeats(a: Candidate, b: Candidate) -> bool:
+    """The same text: overlapping in one article, or the same sentence in another (one story
+    added from two sites, or a file added twice): an answer says it once."""
+    return overlaps(a, b) or _sentence_key(a.text) == _sentence_key(b.text)
+
+
+def _sentence_key(text: str) -> str:
+    return "".join(match_form(text).split()).strip("。.,;:!?")  # match_form folds ，；：！？ to ASCII
 
 
 def question_places(question: str) -> list[str]:

@@ -104,3 +104,23 @@ def test_open_questions_get_the_clause_that_answers_them() -> None:
 
     sentence = "八宿县来古村党支部牢牢抓住冰川旅游“金饭碗”，带领群众开办来古村公益客栈、藏式茶馆。"
     assert short_answer("来古村党支部抓住的“金饭碗”是什么？", sentence) == "八宿县来古村党支部牢牢抓住冰川旅游“金饭碗”"
+
+
+@pytest.mark.parametrize("reader", ["onnx", "none"])
+def test_one_story_from_two_sites_is_said_once(tmp_path, embedder, reader: str) -> None:  # type: ignore[no-untyped-def]
+    """The same article added from a PDF and a web page: the answer cited the same sentence
+    twice, [1] from one and [2] from the other."""
+    from rag.types import Document
+
+    text = "第十届那曲赛马节8月9日在色尼区开幕，来自十一个县区的三百二十名骑手参加比赛。\n\n赛马节期间还举办了牦牛产品展销会，现场交易额达到一千二百万元。"
+    copies = [
+        Document(title="那曲市举办第十届赛马节", text=text, key="naqu.pdf#1", source="naqu.pdf"),
+        Document(title="那曲市举办第十届赛马节", text=f"{text}\n\n责任编辑：卓玛", key="naqu.html#1", source="naqu.html"),
+    ]
+    service = RagService(Settings(index_dir=tmp_path / "index", reader=reader), embedder)
+    service.add_documents(copies)
+    assert len(service.store.documents()) == 2
+    answer = service.ask("那曲赛马节现场交易额是多少？")
+    quotes = [c.quote for c in answer.citations]
+    assert quotes and len(quotes) == len(set(quotes)), answer.answer
+    assert "一千二百万元" in answer.answer and answer.answer.count("现场交易额") == 1

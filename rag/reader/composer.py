@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.answer_types import AnswerType, answers_other_quantity, asked_quantity, question_type, question_unit, trim_name
-from rag.compose import REFUSAL_MESSAGE, Candidate, ExtractiveComposer, dense_scale, overlaps
+from rag.compose import REFUSAL_MESSAGE, Candidate, ExtractiveComposer, dense_scale, repeats
 from rag.reader import Reader
 from rag.reader.features import Span
 from rag.reader.layout import MODEL_DIR
@@ -140,7 +140,7 @@ class ReaderComposer:
         w = best.window
         s, e = best.sentence
         cand = Candidate(w.hit_rank, w.hit, s, e, w.text[s:e], score=best.probability)
-        others = [c for c in self.heuristic.select(ranked) if not overlaps(c, cand)]
+        others = [c for c in self.heuristic.select(ranked) if not repeats(c, cand)]
         citations, sentences = self.heuristic.cite([cand, *others][: self.heuristic.max_sentences])
         text = "".join(f"{x.text}[{x.citations[0]}]" for x in sentences)
         span = ShortAnswerSpan(w.hit.chunk.doc_id, best.start, best.end, citations[0].n) if w.in_document else None
