@@ -377,3 +377,24 @@ def test_a_sentence_with_two_quantities_answers_the_one_asked(
     seed_service_rw.add_files([path])
     answer = seed_service_rw.ask(question)
     assert answer.short_answer == expected, answer.answer
+
+
+@pytest.mark.parametrize("question", ["那曲赛马节有多少名骑手参加比赛？", "那曲賽馬節有多少名騎手參加比賽？"])
+def test_a_span_never_starts_with_the_particle_the_tokenizer_glued_on(tmp_path: Path, embedder, question: str) -> None:  # type: ignore[no-untyped-def]
+    """县区|的三|百|二十|名: the reader could not start its span after 的, and answered 的三百二十名."""
+    from rag.types import Document
+
+    text = "第十届那曲赛马节8月9日在色尼区开幕，来自十一个县区的三百二十名骑手参加比赛。"
+    service = RagService(Settings(index_dir=tmp_path / "index"), embedder)
+    service.add_documents([Document(title="那曲市举办第十届赛马节", text=text, key="naqu#1", source="naqu.txt")])
+    answer = service.ask(question)
+    assert answer.short_answer == "三百二十名" and answer.short_answer_span is not None
+    assert text[answer.short_answer_span.start : answer.short_answer_span.end] == "三百二十名"
+
+
+def test_trim_keeps_words_that_start_with_de() -> None:
+    from rag.reader.composer import trim
+
+    for text, expected in [("的三百二十名", "三百二十名"), ("的确如此", "的确如此"), ("的士司机", "的士司机"), ("，的。", "的"), ("的", "的")]:
+        start, end = trim(text, 0, len(text))
+        assert text[start:end] == expected

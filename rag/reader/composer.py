@@ -282,6 +282,10 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
         start += 1
     while end > start and text[end - 1] in EDGE_JUNK:
         end -= 1
+    # The tokenizer glues the particle 的 to what follows (县区|的三|百|二十|名): a span cannot
+    # start after it, so 的三百二十名 came back. No answer starts with 的 (的确, 的士 aside).
+    if end - start > 1 and text[start] == "的" and text[start + 1] not in "确士卢哥":
+        start += 1
     return start, end
 
 
