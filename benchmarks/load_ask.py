@@ -108,6 +108,9 @@ def wait_workers(url: str, workers: int, timeout: float = 180) -> None:
         raise SystemExit(f"only {len(seen)} of {workers} workers came up")
 
 
+REQUEST_TIMEOUT_S = 120  # a hung response counts as an error instead of stalling the run
+
+
 class RawConnection:
     """POST /ask over one kept-alive HTTP/1.1 connection with asyncio streams. The load
     generator shares the server's two cores: httpx cost ~4 ms of CPU a request (0.06-0.11 of a
@@ -148,13 +151,13 @@ async def client_loop(
         i += 1
         started = time.perf_counter()
         try:
-            status, payload = await connection.post("/ask", body)
+            status, payload = await asyncio.wait_for(connection.post("/ask", body), REQUEST_TIMEOUT_S)
             elapsed = (time.perf_counter() - started) * 1000
             answer = json.loads(payload) if status == 200 else {}
             results.append(
                 {"ms": elapsed, "status": status, "server_ms": answer.get("timings_ms", {}).get("total"), "refused": answer.get("refused")}
             )
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, KeyError, ValueError) as err:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, KeyError, IndexError, ValueError) as err:
             await connection.close()
             results.append({"ms": (time.perf_counter() - started) * 1000, "status": None, "error": type(err).__name__})
 

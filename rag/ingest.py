@@ -51,6 +51,7 @@ _META_SEGMENTS_RE = re.compile(r"(?:(?![|｜丨]|\s{2}).)+")
 _CLAUSE_PUNCT = "，,、：:；;"
 _TERMINAL = SENTENCE_END + CLOSING_QUOTES + "—-"
 _TITLE_MAX = 40
+_NAME_MAX = 20  # characters of a source or author name in a meta line
 
 
 @dataclass
@@ -166,6 +167,8 @@ def meta_fields(line: str) -> dict[str, tuple[int, int]] | None:
             name, (start, end) = _meta_name(match["label"]), match.span("value")
             if name == "date" and not publication_date(match["value"]):
                 return None
+            if name in ("byline", "source") and not _looks_like_name(match["value"]):
+                return None  # 记者：今年全区公路建设有哪些重点？ is an interview's question
             if name is not None and (after := _TRAILING_DATE_RE.search(match["value"])) and publication_date(match["value"][after.end() :]):
                 found.setdefault("date", (start + after.end() + offset, end + offset))
                 end = start + after.start()
@@ -174,12 +177,24 @@ def meta_fields(line: str) -> dict[str, tuple[int, int]] | None:
     return found or None
 
 
+def _looks_like_name(value: str) -> bool:
+    """A source or author as such lines give it: short, no sentence punctuation (a date may follow)."""
+    name = _TRAILING_DATE_RE.split(value, maxsplit=1)[0]
+    return len(name) <= _NAME_MAX and not any(c in name for c in "。.?!;；,、")
+
+
 def _meta_name(label: str) -> str | None:
     if label in _DATE_LABELS:
         return "date"
     if label in _BYLINE_LABELS:
         return "byline"
     return "source" if label in _SOURCE_LABELS else None
+
+
+def names_the_article(line: str) -> bool:
+    """A byline, photo credit, dateline or meta line: the article's own, however often it recurs."""
+    folded = match_form(line.strip())
+    return any(r.match(folded) for r in (_BYLINE_RE, _CREDIT_RE, _DATELINE_RE)) or meta_fields(folded) is not None
 
 
 def is_dangling(p: Paragraph) -> bool:
@@ -204,7 +219,10 @@ def find_title_indexes(paragraphs: list[Paragraph]) -> list[int]:
         if p.kind != "heading":
             continue
         following = paragraphs[i + 1 : i + 3]
-        has_byline = any(q.kind in ("byline", "meta") or _DATELINE_RE.match(q.folded) for q in following)
+        has_byline = any(q.kind == "byline" or _DATELINE_RE.match(q.folded) for q in following)
+        # A date or source line under it marks a headline only where no text comes before it (a
+        # paper's running head may): in running text a short line over 时间：… is a heading.
+        has_byline |= (i == 0 or paragraphs[i - 1].kind == "heading") and any(q.kind == "meta" for q in following)
         gap_after = paragraphs[i + 1].gap_before if i + 1 < len(paragraphs) else 0
         at_top = all(q.kind == "meta" for q in paragraphs[:i])  # the page's first line, or under its date
         set_apart = (p.gap_before >= 2 or at_top or gap_after >= 2) and "——" not in p.raw
@@ -404,9 +422,13 @@ def parse_page(original: str) -> list[Article]:
     titles = find_title_indexes(paragraphs)
     for i in titles:
         paragraphs[i].kind = "title"
-    for p in paragraphs:
+    for i, p in enumerate(paragraphs):
         if p.kind == "heading":
             p.kind = "body"  # section headings stay in the article text
+        # Metadata sits under a headline (or atop the page); in the running text a date line
+        # is text, and may finish a sentence the page broke: 将于 / 2024年5月1日 / 正式运营.
+        if p.kind == "meta" and i and paragraphs[i - 1].kind in ("body", "caption"):
+            p.kind = "body"
     paragraphs = reflow_columns(paragraphs, titles)
     return move_leads_to_their_articles(group_articles(join_broken_lines(paragraphs)))
 

@@ -515,3 +515,58 @@ def test_a_headline_repeated_atop_every_page_stays_the_title(tmp_path: Path) -> 
     [doc] = load_file(write(tmp_path, "naqu.pdf", make_pdf([page_1, page_2]))).documents
     assert doc.title == "那曲市举办第十届赛马节"
     assert doc.text == "第十届那曲赛马节8月9日在色尼区开幕。\n\n赛马节期间还举办了牦牛产品展销会。"
+
+
+def test_pdf_lines_that_recur_but_belong_to_articles_stay(tmp_path: Path) -> None:
+    """One article a page, the same reporter on both: a byline is no running header; nor is a
+    headline atop a short page, nor a table's numbers at a page's edge."""
+    pages = [
+        ["那曲市举办第十届赛马节", "本报记者 次仁", "2024年8月9日", "第十届那曲赛马节8月9日在色尼区开幕。"],
+        ["日喀则市启动植树活动", "本报记者 次仁", "2024年3月12日", "日喀则市3月12日启动春季义务植树活动。"],
+    ]
+    docs = load_file(write(tmp_path, "two.pdf", make_pdf(pages))).documents
+    assert [(d.title, d.byline, d.date) for d in docs] == [
+        ("那曲市举办第十届赛马节", "次仁", "2024-08-09"),
+        ("日喀则市启动植树活动", "次仁", "2024-03-12"),
+    ]
+    short = [["那曲市举办第十届赛马节", "第十届那曲赛马节8月9日开幕。"], ["那曲市举办第十届赛马节", "赛马节期间举办了展销会。"]]
+    [doc] = load_file(write(tmp_path, "short.pdf", make_pdf(short))).documents
+    assert doc.title == "那曲市举办第十届赛马节" and doc.text == "第十届那曲赛马节8月9日开幕。\n\n赛马节期间举办了展销会。"
+    table = [["拉萨市经济运行情况", "全市主要指标如下。", "地区生产总值增长", "8"], ["固定资产投资增长", "12", "社会消费品零售总额增长百分之九。"]]
+    [doc] = load_file(write(tmp_path, "table.pdf", make_pdf(table))).documents
+    assert "\n\n8\n\n" in doc.text and "\n\n12\n\n" in doc.text
+    numbered = [["拉萨市经济运行情况", "全市主要指标如下，地区生产总值", "1"], ["增长百分之八。", "2"], ["社会消费品零售总额增长百分之九。", "3"]]
+    [doc] = load_file(write(tmp_path, "numbered.pdf", make_pdf(numbered))).documents
+    assert doc.text == "全市主要指标如下，地区生产总值增长百分之八。\n\n社会消费品零售总额增长百分之九。"
+
+
+@pytest.mark.parametrize(
+    ("original", "title", "text"),
+    [
+        (  # an interview's question is no byline
+            "专访自治区交通运输厅厅长\n\n本报记者 张三\n\n记者：今年全区公路建设有哪些重点？\n\n厅长：今年将新改建农村公路三千公里。\n",
+            "专访自治区交通运输厅厅长",
+            "记者：今年全区公路建设有哪些重点？\n\n厅长：今年将新改建农村公路三千公里。",
+        ),
+        (  # a date in running text finishes the sentence the page broke
+            "拉萨市新增公交线路\n\n\n拉萨市公交公司宣布，三条公交线路将于\n2024年5月1日\n正式运营，覆盖柳梧新区。\n",
+            "拉萨市新增公交线路",
+            "拉萨市公交公司宣布，三条公交线路将于2024年5月1日正式运营，覆盖柳梧新区。",
+        ),
+        (  # a notice's signature and date stay its text
+            "关于召开全区会议的通知\n\n\n请各单位负责人于3月5日到区政府开会，务必按时参加。\n\n拉萨市城关区人民政府办公室\n2024年3月1日\n",
+            "关于召开全区会议的通知",
+            "请各单位负责人于3月5日到区政府开会，务必按时参加。\n\n拉萨市城关区人民政府办公室\n\n2024年3月1日",
+        ),
+        (  # a sentence is no source
+            "统计公报\n\n来源：据统计，今年以来全区接待游客五千万人次。\n\n旅游收入持续增长。\n",
+            "统计公报",
+            "来源：据统计，今年以来全区接待游客五千万人次。\n\n旅游收入持续增长。",
+        ),
+    ],
+)
+def test_lines_shaped_like_metadata_in_running_text_stay_text(tmp_path: Path, original: str, title: str, text: str) -> None:
+    [doc] = load_documents(write(tmp_path, "page.txt", original.encode("utf-8")))
+    assert (doc.title, doc.text, doc.date) == (title, text, None)
+    assert "publisher" not in doc.meta and doc.byline in (None, "张三")
+    assert_source_map_holds(doc, original)

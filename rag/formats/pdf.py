@@ -16,7 +16,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from rag.formats.offsets import block_marks, join_blocks
-from rag.ingest import IngestError, documents_from_text
+from rag.ingest import IngestError, documents_from_text, names_the_article
 from rag.types import Document
 
 if TYPE_CHECKING:
@@ -38,43 +38,72 @@ def documents_from_pdf(raw: bytes, source: str) -> list[Document]:
 
 # Page furniture is looked for among the first and last lines of a page.
 EDGE_LINES = 2
-_PAGE_NUMBER = re.compile(
+_PAGE_MARK = re.compile(
     r"[-－—–]\s*\d{1,4}\s*[-－—–]|第\s*\d{1,4}\s*页(?:\s*[/／,，]?\s*共\s*\d{1,4}\s*页)?|共\s*\d{1,4}\s*页\s*第\s*\d{1,4}\s*页"
-    r"|\d{1,4}\s*[/／]\s*\d{1,4}|(?:page|p\.)\s*\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?|\d{1,4}",
+    r"|\d{1,4}\s*[/／]\s*\d{1,4}|(?:page|p\.)\s*\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?",
     re.IGNORECASE,
 )
+_BARE_NUMBER = re.compile(r"\d{1,4}")
 
 
 def without_running_lines(pages: list[str]) -> list[str]:
-    """The pages without their page numbers and running headers or footers: a line at a page's
-    top or bottom edge that is a page number, or that recurs (digits aside) at the edge of at
-    least half the pages, two or more. Left in, they sat between paragraphs (「- 1 -」, 「西藏日报
-    2024年5月18日 星期六」) and kept a sentence broken over a page from being joined. The first
-    page keeps its top lines: an article's headline may be what later pages repeat."""
+    """The pages without their page numbers and running headers or footers, at a page's top or
+    bottom edge: a page mark (- 1 -, 第 1 页 共 2 页, 3/12); a bare number where at least half the
+    pages, two or more, have one; a line that recurs at the edge of at least half the pages, two
+    or more (digits aside from three pages on; two pages must repeat it exactly). Left in, they
+    sat between paragraphs (「- 1 -」, 「西藏日报 2024年5月18日 星期六」) and kept a sentence broken
+    over a page from being joined. Never an article's own lines (a byline, a dateline, a date
+    or source line), and the first page keeps its top lines: a headline may be what later
+    pages repeat."""
     lines = [page.split("\n") for page in pages]
-    shapes = [{_shape(line) for line in _edges(page) if line.strip()} for page in lines]
-    counts = Counter(shape for page in shapes for shape in page)
-    running = {shape for shape, n in counts.items() if n >= 2 and 2 * n >= len(pages)}
-    return ["\n".join(_drop_furniture(page, running, first=not k)) for k, page in enumerate(lines)]
+    loose = len(pages) >= 3
+    keys = [{_key(line, loose) for line in _edges(page) if line.strip()} for page in lines]
+    counts = Counter(key for page in keys for key in page)
+    running = {key for key, n in counts.items() if _most(n, len(pages))}
+    furniture = Furniture(running, loose, page_number_offset(lines))
+    return ["\n".join(furniture.dropped_from(page, k)) for k, page in enumerate(lines)]
+
+
+def page_number_offset(lines: list[list[str]]) -> int | None:
+    """c where at least half the pages, two or more, carry the bare number k + c at an edge
+    (k counting from 0): printed page numbers; a table's numbers do not rise page by page."""
+    offsets = Counter(
+        int(line) - k for k, page in enumerate(lines) for line in {x.strip() for x in _edges(page)} if _BARE_NUMBER.fullmatch(line)
+    )
+    best = offsets.most_common(1)
+    return best[0][0] if best and _most(best[0][1], len(lines)) else None
+
+
+def _most(n: int, pages: int) -> bool:
+    return n >= 2 and 2 * n >= pages
 
 
 def _edges(page: list[str]) -> list[str]:
     return page[:EDGE_LINES] + page[max(EDGE_LINES, len(page) - EDGE_LINES) :]
 
 
-def _shape(line: str) -> str:
-    return re.sub(r"\d+", "#", " ".join(line.split()))
+def _key(line: str, loose: bool) -> str:
+    text = " ".join(line.split())
+    return re.sub(r"\d+", "#", text) if loose else text
 
 
-def _drop_furniture(page: list[str], running: set[str], first: bool) -> list[str]:
-    def furniture(i: int) -> bool:
-        top, bottom = i < EDGE_LINES, i >= len(page) - EDGE_LINES
+class Furniture:
+    def __init__(self, running: set[str], loose: bool, number_offset: int | None) -> None:
+        self.running, self.loose, self.number_offset = running, loose, number_offset
+
+    def dropped_from(self, page: list[str], k: int) -> list[str]:
+        return [line for i, line in enumerate(page) if not self.is_furniture(page, i, k)]
+
+    def is_furniture(self, page: list[str], i: int, k: int) -> bool:
+        top, bottom = i < EDGE_LINES, i >= max(EDGE_LINES, len(page) - EDGE_LINES)
         line = page[i].strip()
-        if not line or not (top or bottom):
+        if not line or not (top or bottom) or names_the_article(line):
             return False
-        return _PAGE_NUMBER.fullmatch(line) is not None or (_shape(line) in running and (bottom or not first))
-
-    return [line for i, line in enumerate(page) if not furniture(i)]
+        if _PAGE_MARK.fullmatch(line):
+            return True
+        if _BARE_NUMBER.fullmatch(line):
+            return self.number_offset is not None and int(line) == k + self.number_offset
+        return _key(line, self.loose) in self.running and (bottom or k > 0)
 
 
 def _page_texts(raw: bytes, source: str) -> list[str]:
