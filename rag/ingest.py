@@ -67,6 +67,11 @@ class Paragraph:
         return "".join(original[s:e] for s, e in self.segments)
 
     @cached_property
+    def meta(self) -> dict[str, tuple[int, int]] | None:
+        """What the line gives as a meta line (`meta_fields`), None for any other line."""
+        return meta_fields(self.folded)
+
+    @cached_property
     def folded(self) -> str:
         """`raw` in the match form: bylines and datelines are recognised in either script
         (本报记者 / 本報記者); names are sliced from `raw` at the same offsets."""
@@ -121,7 +126,7 @@ def classify(p: Paragraph) -> str:
         return "subtitle"
     if _CAPTION_RE.match(p.folded):
         return "caption"
-    if meta_fields(p.folded):  # a date alone is short and unpunctuated, but no headline
+    if p.meta:  # a date alone is short and unpunctuated, but no headline
         return "meta"
     if looks_like_heading(text):
         return "heading"
@@ -164,16 +169,17 @@ def meta_fields(line: str) -> dict[str, tuple[int, int]] | None:
         if not _META_SEGMENT_RE.fullmatch(text):
             return None
         for match in _META_FIELD_RE.finditer(text):
-            name, (start, end) = _meta_name(match["label"]), match.span("value")
-            if name == "date" and not publication_date(match["value"]):
+            name, value, (start, end) = _meta_name(match["label"]), match["value"], match.span("value")
+            if name is None:  # 编辑, 浏览次数, ...: allowed on the line, not kept
+                continue
+            if name == "date" and not publication_date(value):
                 return None
-            if name in ("byline", "source") and not _looks_like_name(match["value"]):
+            if name != "date" and not _looks_like_name(value):
                 return None  # 记者：今年全区公路建设有哪些重点？ is an interview's question
-            if name is not None and (after := _TRAILING_DATE_RE.search(match["value"])) and publication_date(match["value"][after.end() :]):
-                found.setdefault("date", (start + after.end() + offset, end + offset))
+            if name != "date" and (after := _TRAILING_DATE_RE.search(value)) and publication_date(value[after.end() :]):
+                found.setdefault("date", (offset + start + after.end(), offset + end))  # 来源：新华网 2024-05-18
                 end = start + after.start()
-            if name is not None:
-                found.setdefault(name, (offset + start, offset + end))
+            found.setdefault(name, (offset + start, offset + end))
     return found or None
 
 
@@ -392,7 +398,7 @@ def group_articles(paragraphs: list[Paragraph]) -> list[Article]:
 
 def add_meta_line(article: Article, p: Paragraph) -> None:
     """The date, byline and source a meta line gives (the first of each wins), values as written."""
-    for name, (start, end) in (meta_fields(p.folded) or {}).items():
+    for name, (start, end) in (p.meta or {}).items():
         value = p.raw[start:end]
         if name == "date" and article.date is None:
             article.date = publication_date(p.folded[start:end])
