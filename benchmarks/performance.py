@@ -4,14 +4,15 @@ come from their own scripts (store_scale.py, peer_chatchat.py) and are printed f
 committed results.
 
     python benchmarks/performance.py [--only cold,eval,load,indexing,tables] [--eval-limit 150]
-        [--load-duration 30] [--load-rounds 3] [--runs 5]
+        [--load-duration 30] [--load-rounds 3] [--runs 11]
 
 - cold: `rag --help`, `rag status` and `rag ask` (reader on, and RAG_READER=none) as new
   processes on a seed index, bytecode cached as an installed package has it (and `rag ask`
   again with one reader thread, and without the bytecode cache as PYTHONDONTWRITEBYTECODE=1
-  runs it): median wall and CPU (user+system of
-  the child) of --runs runs after one warm-up, the imports that cost most (`python -X
-  importtime`), and where an ask's time goes.
+  runs it): median wall and CPU (user+system of the child) of --runs rounds after one
+  warm-up, each round running every command once (this machine's speed drifts within
+  minutes: interleaving gives every row the same drift), the imports that cost most
+  (`python -X importtime`), and where an ask's time goes.
 - eval: `rag eval` in-process on CMRC 2018 trial (first --eval-limit questions, index built
   once and cached), idle and with a busy-loop process beside it: throughput and ratio.
 - load: 50 clients x --load-duration s on POST /ask (rate limits off), in --load-rounds
@@ -75,12 +76,19 @@ def run_child(command: list[str], env: dict[str, str | None] | None = None, time
     return {"wall_s": wall, "cpu_s": cpu, "stdout": done.stdout, "stderr": done.stderr}
 
 
-def median_of(command: list[str], runs: int, env: dict[str, str | None] | None = None) -> dict[str, float]:
-    samples = [run_child(command, env) for _ in range(runs)]
+def interleaved_medians(commands: dict[str, tuple[list[str], dict[str, str | None]]], runs: int) -> dict[str, dict[str, float]]:
+    """Median wall and CPU of each command over `runs` rounds, every command once a round."""
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, (command, env) in commands.items():
+            samples[name].append(run_child(command, env))
     return {
-        "wall_s": round(statistics.median(s["wall_s"] for s in samples), 3),
-        "cpu_s": round(statistics.median(s["cpu_s"] for s in samples), 3),
-        "runs": runs,
+        name: {
+            "wall_s": round(statistics.median(s["wall_s"] for s in runs_of), 3),
+            "cpu_s": round(statistics.median(s["cpu_s"] for s in runs_of), 3),
+            "runs": runs,
+        }
+        for name, runs_of in samples.items()
     }
 
 
@@ -132,16 +140,16 @@ def cold_start(index: Path, runs: int, tmp: Path) -> dict[str, Any]:
     ask = rag("--index", str(index), "ask", QUESTION)
     for command in (rag("--help"), rag("--index", str(index), "status"), ask):
         run_child(command, cached)
-    results = {
-        "help": median_of(rag("--help"), runs, cached),
-        "status": median_of(rag("--index", str(index), "status"), runs, cached),
-        "ask_reader": median_of(ask, runs, cached),
-        "ask_no_reader": median_of(ask, runs, {**cached, "RAG_READER": "none"}),
+    commands = {
+        "help": (rag("--help"), cached),
+        "status": (rag("--index", str(index), "status"), cached),
+        "ask_reader": (ask, cached),
+        "ask_no_reader": (ask, {**cached, "RAG_READER": "none"}),
         # The trade the default makes: a second onnxruntime thread for less wall, more CPU.
-        "ask_reader_one_thread": median_of(ask, runs, {**cached, "RAG_READER_THREADS": "1"}),
-        "ask_reader_no_bytecode_cache": median_of(ask, runs, {"PYTHONDONTWRITEBYTECODE": "1"}),
-        "imports": import_breakdown(index, cached),
+        "ask_reader_one_thread": (ask, {**cached, "RAG_READER_THREADS": "1"}),
+        "ask_reader_no_bytecode_cache": (ask, {"PYTHONDONTWRITEBYTECODE": "1"}),
     }
+    results: dict[str, Any] = {**interleaved_medians(commands, runs), "imports": import_breakdown(index, cached)}
     phases = run_child([sys.executable, "-c", PHASES, str(index), QUESTION], cached)
     return {**results, "ask_phases_s": json.loads(phases["stdout"].strip().splitlines()[-1])}
 
@@ -296,7 +304,7 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=11, help="rounds of the cold-start commands")
     parser.add_argument("--eval-limit", type=int, default=150)
     parser.add_argument("--load-duration", type=float, default=30.0)
     parser.add_argument("--load-rounds", type=int, default=3, help="interleaved rounds of the 50-client runs")

@@ -18,7 +18,6 @@ from rag.chunking import ChunkingParams, chunk_document
 from rag.compose import DEFAULT_REFUSAL_THRESHOLD, ExtractiveComposer
 from rag.config import Settings
 from rag.embedders import Embedder, make_embedder
-from rag.ingest import IngestError, iter_corpus_files, load_documents
 from rag.retrieval import HybridRetriever
 from rag.tokenize import TOKENIZER_ID, tokenize
 from rag.types import Answer, Document, Hit
@@ -221,6 +220,7 @@ class RagService:
         """Parse every file first; one bad file means nothing is written. The report lists each
         file's detected format and encoding."""
         from rag.formats import load_file
+        from rag.ingest import IngestError, iter_corpus_files
 
         loaded = [load_file(file) for path in paths for file in (iter_corpus_files(path) if path.is_dir() else [path])]
         documents = [doc for file in loaded for doc in file.documents]
@@ -240,6 +240,8 @@ class RagService:
     def rebuild(self, corpus: Path | None = None, progress: bool = True) -> ChangeReport:
         """Re-chunk and re-embed every indexed article (plus `corpus`, which wins on conflicts)
         from scratch, e.g. after changing the embedder, chunking or index kind."""
+        from rag.ingest import iter_corpus_files, load_documents  # parsers: only where files are read
+
         previous = self._documents_on_disk()
         incoming = [d for f in iter_corpus_files(corpus) for d in load_documents(f)] if corpus else []
         incoming_keys = {d.key for d in incoming}

@@ -97,6 +97,33 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
     assert proc.stderr.strip() == "rag: error: the question is empty"
 
 
+LEAVE_SCRIPT = """
+import atexit, sys, threading, time
+from pathlib import Path
+from rag.cli import leave
+out = Path(sys.argv[1])
+atexit.register(lambda: out.with_suffix(".atexit").write_text("ran"))
+sys.stdout.write("unflushed answer")  # no newline: still in the buffer when leave() is called
+if sys.argv[2] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.5), out.with_suffix(".thread").write_text("done"))).start()
+leave(3)
+"""
+
+
+@pytest.mark.parametrize("with_thread", [False, True])
+def test_the_command_leaves_fast_without_losing_output_handlers_or_threads(tmp_path: Path, with_thread: bool) -> None:
+    """`rag` skips the interpreter's teardown (rag.cli.leave): its exit code, its buffered output,
+    the exit handlers and a thread still running all survive that."""
+    out = tmp_path / "marker"
+    proc = subprocess.run(
+        [sys.executable, "-c", LEAVE_SCRIPT, str(out), "thread" if with_thread else "-"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 3
+    assert proc.stdout == "unflushed answer"
+    assert out.with_suffix(".atexit").read_text() == "ran"
+    assert out.with_suffix(".thread").exists() == with_thread
+
+
 def test_index_kind_switch_and_rebuild_keep_added_articles(
     seed_service_rw: RagService, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,12 +150,34 @@ def test_training_resumes_from_the_shipped_graph(e5: E5File, tokenizer: E5Tokeni
 def test_shipped_model_files_match_their_manifest() -> None:
     manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
     onnx_file = MODEL_DIR / manifest["onnx"]["file"]
+    weights_file = MODEL_DIR / manifest["onnx"]["data_file"]
     assert sha256(onnx_file) == manifest["onnx"]["sha256"]
-    assert onnx_file.stat().st_size <= 40 * 1024 * 1024
+    assert sha256(weights_file) == manifest["onnx"]["data_sha256"]
+    assert onnx_file.stat().st_size + weights_file.stat().st_size <= 40 * 1024 * 1024
     assert manifest["base"]["sha256"] == sha256(E5File().path)
     combiner = json.loads((MODEL_DIR / "combiner.json").read_text())
     assert 0 < combiner["threshold"] < 1 and "span_score" in combiner["weights"]
     assert "CC BY-SA 3.0" in (MODEL_DIR / "MODEL_CARD.md").read_text()
+
+
+def test_preparing_for_serving_keeps_the_logits_and_moves_the_weights_out(tmp_path: Path, tokenizer: E5Tokenizer) -> None:
+    """Re-preparing the shipped graph (export's last step) gives a graph whose weights live in
+    the side file, recorded in the manifest, and a reader with the same logits."""
+    from rag.reader.export import prepare_for_serving
+
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    for name in ("manifest.json", "combiner.json"):
+        shutil.copy(MODEL_DIR / name, tmp_path / name)
+    prepare_for_serving(MODEL_DIR / manifest["onnx"]["file"], tmp_path, manifest)
+    written = json.loads((tmp_path / "manifest.json").read_text())["onnx"]
+    graph, weights = tmp_path / written["file"], tmp_path / written["data_file"]
+    assert graph.stat().st_size < 1_000_000 < weights.stat().st_size  # the graph holds no weights
+    assert sha256(graph) == written["sha256"] and sha256(weights) == written["data_sha256"]
+    question = encode_question(tokenizer, "然乌村的党支部书记是谁？")
+    windows = windows_for(tokenizer, question, tokenizer.encode("八宿县然乌镇然乌村党支部书记蒋雄带领群众发展旅游。"), max_length=64)
+    ids, mask = pad_batch(windows, tokenizer.pad)
+    for shipped, prepared in zip(OnnxReader(threads=1).logits(ids, mask), OnnxReader(tmp_path, threads=1).logits(ids, mask), strict=True):
+        assert np.array_equal(shipped, prepared)
 
 
 def test_reader_reads_a_span_with_offsets_into_each_context(tokenizer: E5Tokenizer) -> None:
