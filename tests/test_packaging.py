@@ -35,6 +35,7 @@ corpus, index = Path(sys.argv[1]), Path(sys.argv[2])
 assert main(["--index", str(index), "index", str(corpus)]) == 0
 assert main(["--index", str(index), "ask", "然乌村的党支部书记是谁？"]) == 0
 assert main(["--index", str(index), "ask", "然烏村的黨支部書記是誰？"]) == 0
+assert main(["--index", str(index), "add", *sys.argv[4:]]) == 0  # every file format's parser
 from api.app import create_app
 from api.settings import ApiSettings
 create_app(ApiSettings(index_dir=index))
@@ -42,23 +43,25 @@ create_app(ApiSettings(index_dir=index))
 
 
 def base_closure(distribution: str) -> set[str]:
-    """`distribution` and everything its requirements pull in, extras left out."""
-    seen: set[str] = set()
-    pending = [distribution]
+    """`distribution` and everything its requirements pull in: its own extras left out, the
+    extras its dependencies ask of theirs (justext's `lxml[html_clean]`) followed."""
+    seen: set[tuple[str, str]] = set()
+    pending = [(distribution, "")]
     while pending:
-        name = canonicalize_name(pending.pop())
-        if name in seen:
+        name, extra = pending.pop()
+        name = canonicalize_name(name)
+        if (name, extra) in seen:
             continue
-        seen.add(name)
+        seen.add((name, extra))
         try:
             requires = importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
             continue
         for line in requires:
             requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(requirement.name)
-    return seen
+            if requirement.marker is None or requirement.marker.evaluate({"extra": extra}):
+                pending += [(requirement.name, wanted) for wanted in ("", *requirement.extras)]
+    return {name for name, _ in seen}
 
 
 def test_the_default_path_runs_with_only_what_a_plain_install_brings(tmp_path: Path) -> None:
@@ -72,11 +75,35 @@ def test_the_default_path_runs_with_only_what_a_plain_install_brings(tmp_path: P
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "news.txt").write_text("然烏村的黨支部書記\n\n八宿縣然烏鎮然烏村黨支部書記蔣雄帶領群眾發展旅遊。\n", encoding="utf-8")
+    uploads = formats_to_add(tmp_path / "uploads")
     done = subprocess.run(
-        [sys.executable, "-c", DEFAULT_PATH, str(corpus), str(tmp_path / "index"), json.dumps(blocked)],
+        [sys.executable, "-c", DEFAULT_PATH, str(corpus), str(tmp_path / "index"), json.dumps(blocked), *map(str, uploads)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "蔣雄" in done.stdout or "蒋雄" in done.stdout
+    reported = {line.split(": ")[0]: line for line in done.stdout.splitlines() if ": " in line}
+    for upload in uploads:
+        assert reported[upload.name].endswith("1 article")  # parsed, its format and article count reported
+
+
+def formats_to_add(folder: Path) -> list[Path]:
+    """One small file per format `rag add` reads (made with test-only tools where need be)."""
+    import docx
+
+    from tests.test_formats import make_pdf
+
+    folder.mkdir()
+    article = "林芝市开展“三访”工作。巴宜区组织党员干部走访群众。"
+    (folder / "page.html").write_text(f"<html><head><title>三访</title></head><body><article><h1>三访</h1><p>{article}</p></article></body></html>", encoding="utf-8")
+    (folder / "notes.md").write_text(f"# 三访\n\n{article}\n", encoding="utf-8")
+    (folder / "gbk.txt").write_bytes(f"三访\n\n{article}\n".encode("gb18030"))
+    (folder / "rows.jsonl").write_text(json.dumps({"title": "三访", "text": article}, ensure_ascii=False) + "\n", encoding="utf-8")
+    document = docx.Document()
+    document.add_heading("三访", 1)
+    document.add_paragraph(article)
+    document.save(str(folder / "farm.docx"))
+    (folder / "report.pdf").write_bytes(make_pdf([["三访", article]]))
+    return sorted(folder.iterdir())
