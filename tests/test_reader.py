@@ -160,10 +160,32 @@ def test_shipped_model_files_match_their_manifest() -> None:
     assert "CC BY-SA 3.0" in (MODEL_DIR / "MODEL_CARD.md").read_text()
 
 
+# The newest model IR each onnxruntime reads, as measured loading the shipped graph in a
+# scratch venv per version (2026-12-05): 1.20.1 → 10, 1.23.2 → 11, 1.26–1.31 → 13, 1.32 → 14.
+NEWEST_IR_READ_BY = {(1, 20): 10, (1, 23): 11, (1, 26): 13, (1, 32): 14}
+
+
+def test_the_shipped_graph_loads_on_the_oldest_onnxruntime_pyproject_allows() -> None:
+    """pyproject says onnxruntime>=1.20; a graph written with onnx's newest IR (14) loaded only
+    on 1.32, and every older onnxruntime fell back to the heuristic composer."""
+    onnx = pytest.importorskip("onnx")
+    import re
+
+    floor = re.search(r'"onnxruntime>=(\d+)\.(\d+)', (Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert floor is not None
+    version = (int(floor.group(1)), int(floor.group(2)))
+    readable = max(ir for known, ir in NEWEST_IR_READ_BY.items() if known <= version)
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    graph = onnx.load(str(MODEL_DIR / manifest["onnx"]["file"]), load_external_data=False)
+    assert graph.ir_version <= readable
+    assert {opset.domain for opset in graph.opset_import} <= {node.domain for node in graph.graph.node} | {""}
+
+
 def test_preparing_for_serving_keeps_the_logits_and_moves_the_weights_out(tmp_path: Path, tokenizer: E5Tokenizer) -> None:
     """Re-preparing the shipped graph (export's last step) gives a graph whose weights live in
     the side file, recorded in the manifest, and a reader with the same logits."""
-    from rag.reader.export import prepare_for_serving
+    onnx = pytest.importorskip("onnx")
+    from rag.reader.export import FLOOR_IR_VERSION, prepare_for_serving
 
     manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
     for name in ("manifest.json", "combiner.json"):
@@ -173,6 +195,9 @@ def test_preparing_for_serving_keeps_the_logits_and_moves_the_weights_out(tmp_pa
     graph, weights = tmp_path / written["file"], tmp_path / written["data_file"]
     assert graph.stat().st_size < 1_000_000 < weights.stat().st_size  # the graph holds no weights
     assert sha256(graph) == written["sha256"] and sha256(weights) == written["data_sha256"]
+    assert written["data_sha256"] == manifest["onnx"]["data_sha256"]  # the same weights, byte for byte
+    assert onnx.load(str(graph), load_external_data=False).ir_version == FLOOR_IR_VERSION
+    assert NEWEST_IR_READ_BY[(1, 20)] == FLOOR_IR_VERSION
     question = encode_question(tokenizer, "然乌村的党支部书记是谁？")
     windows = windows_for(tokenizer, question, tokenizer.encode("八宿县然乌镇然乌村党支部书记蒋雄带领群众发展旅游。"), max_length=64)
     ids, mask = pad_batch(windows, tokenizer.pad)

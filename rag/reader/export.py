@@ -25,6 +25,9 @@ from rag.reader.layout import MODEL_DIR, frozen_names, graph_weights, sha256
 from rag.reader.onnx_graph import build_graph
 
 SERVED_GRAPH = "reader.onnx"
+# The newest IR that onnxruntime 1.20 (pyproject's floor) reads; onnx 1.23 writes 14, which only
+# onnxruntime 1.32 reads, and the graph uses nothing newer than this.
+FLOOR_IR_VERSION = 10
 
 
 def export(
@@ -103,6 +106,7 @@ def prepare_for_serving(graph: Path, out_dir: Path, manifest: dict) -> Path:
         options.add_session_config_entry("session.optimized_model_external_initializers_file_name", SERVED_GRAPH + ".data")
         options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        readable_by_the_floor(staged)
         data = staged.with_name(SERVED_GRAPH + ".data")
         # batch_windows 1: activation scales are per input tensor (see OnnxReader.batch_windows).
         manifest["onnx"] = {
@@ -120,6 +124,20 @@ def prepare_for_serving(graph: Path, out_dir: Path, manifest: dict) -> Path:
         os.replace(staged, path)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def readable_by_the_floor(path: Path) -> None:
+    """Mark the graph at `path` (weights external, left as they are) with FLOOR_IR_VERSION and
+    only the operator domains it uses (onnxruntime lists every domain it knows when it saves)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    model.ir_version = FLOOR_IR_VERSION
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [opset for opset in model.opset_import if opset.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.save(model, str(path))
 
 
 def state_from_onnx(path: Path) -> dict[str, np.ndarray]:

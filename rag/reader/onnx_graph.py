@@ -121,4 +121,6 @@ def build_graph(
         ],
         b.initializers,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rag-zh")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rag-zh")
+    model.ir_version = 10  # opset 20 needs no newer; onnxruntime 1.20 (the floor) reads up to 10
+    return model
