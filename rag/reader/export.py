@@ -22,12 +22,9 @@ import numpy as np
 from rag.reader.convert import encoder_state
 from rag.reader.e5_format import E5File
 from rag.reader.layout import MODEL_DIR, frozen_names, graph_weights, sha256
-from rag.reader.onnx_graph import build_graph
+from rag.reader.onnx_graph import FLOOR_IR_VERSION, build_graph
 
 SERVED_GRAPH = "reader.onnx"
-# The newest IR that onnxruntime 1.20 (pyproject's floor) reads; onnx 1.23 writes 14, which only
-# onnxruntime 1.32 reads, and the graph uses nothing newer than this.
-FLOOR_IR_VERSION = 10
 
 
 def export(

@@ -16,6 +16,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 20
+# The newest model IR that onnxruntime 1.20 (pyproject's floor) reads, and enough for OPSET;
+# onnx 1.23 writes 14 by default, which only onnxruntime 1.32 reads.
+FLOOR_IR_VERSION = 10
 
 
 class _Builder:
@@ -122,5 +125,5 @@ def build_graph(
         b.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rag-zh")
-    model.ir_version = 10  # opset 20 needs no newer; onnxruntime 1.20 (the floor) reads up to 10
+    model.ir_version = FLOOR_IR_VERSION
     return model
