@@ -424,6 +424,24 @@ def test_a_small_html_page_loses_its_navigation_header_and_footer_too(tmp_path: 
     assert doc.text == "拉萨市公交公司近日开通了三条新公交线路，覆盖柳梧新区和纳金乡。\n\n新线路开通后，通勤时间缩短了二十分钟。"
 
 
+def test_a_short_page_keeps_its_paragraphs_when_its_source_line_is_marked_meta(tmp_path: Path) -> None:
+    """A Big5 news brief whose 来源 line sits in <p class="meta">: trafilatura discards that
+    paragraph, falls back to its baseline and ran headline, source line and both paragraphs into
+    one, so a citation quoted 「山南市舉辦青稞豐收節 2024-09-20 10:00 | 來源：山南報 九月十八日，…」."""
+    page = (
+        '<!doctype html><html lang="zh-TW"><head><meta charset="big5"><title>山南市舉辦青稞豐收節 - 西藏新聞網</title></head>'
+        "<body><nav>首頁 | 新聞 | 專題</nav><article><h1>山南市舉辦青稞豐收節</h1>"
+        '<p class="meta">2024-09-20 10:00 | 來源：山南報</p>'
+        "<p>九月十八日，山南市乃東區舉辦第五屆青稞豐收節，來自全區的二千三百名農牧民參加了慶祝活動。</p>"
+        "<p>今年乃東區青稞種植面積達到四點五萬畝，平均畝產比去年提高了百分之八。</p>"
+        "</article><footer>版權所有 西藏新聞網</footer></body></html>"
+    )
+    [doc] = load_documents(write(tmp_path, "qingke.html", page.encode("big5")))
+    assert doc.title == "山南市舉辦青稞豐收節" and doc.date == "2024-09-20"
+    assert doc.text == "九月十八日，山南市乃東區舉辦第五屆青稞豐收節，來自全區的二千三百名農牧民參加了慶祝活動。\n\n今年乃東區青稞種植面積達到四點五萬畝，平均畝產比去年提高了百分之八。"
+    assert doc.meta["publisher"] == "山南報"
+
+
 NYINGCHI_HTML = """<!DOCTYPE html>
 <html lang="zh-Hant"><head><meta charset="big5"><title>林芝桃花節吸引遊客 帶動村民增收</title></head>
 <body><nav>首頁 | 新聞 | 財經</nav>

@@ -57,10 +57,11 @@ def extract_page(original: str) -> Page:
     (it gives up on some tiny or unusual pages; then nav and footer may stay in)."""
     import trafilatura
 
-    result = trafilatura.bare_extraction(
-        without_page_chrome(original), with_metadata=True, include_comments=False, include_tables=True, date_extraction_params=_DATE_PARAMS
-    )
+    page = without_page_chrome(original)
+    result = trafilatura.bare_extraction(page, with_metadata=True, include_comments=False, include_tables=True, date_extraction_params=_DATE_PARAMS)
     body = None if result is None or result.body is None else _body_text(result.body, result.title)
+    if body and "\n" not in body:
+        body = _with_block_breaks(body, page)
     if not body:
         fallback_title, body = visible_text(original)
         return Page(fallback_title or None, _drop_boilerplate(body), None, None, _author(original))
@@ -89,6 +90,21 @@ def without_page_chrome(original: str) -> str:
         if element.getparent() is not None:
             element.drop_tree()
     return lxml.html.tostring(tree, encoding="unicode")
+
+
+def _with_block_breaks(body: str, page: str) -> str:
+    """trafilatura's baseline, which it falls back to on a short page (one whose 来源 line sits in
+    a class="meta" paragraph it discards), runs every block into one paragraph with spaces:
+    headline, source line and paragraphs in one run, cited as one sentence. Where the page's
+    visible text has exactly those characters, its block breaks are kept."""
+    title, visible = visible_text(page)
+    if "\n" in visible and _squeezed(body) in (_squeezed(visible), _squeezed(title + visible)):
+        return _drop_boilerplate(visible)
+    return body
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
 
 
 def _body_text(body: Any, title: str | None) -> str:
